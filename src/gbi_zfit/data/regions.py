@@ -1,0 +1,57 @@
+"""Signal region (SR) and sidebands (SB) in mjj."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import RegionError
+from .events import Events
+
+__all__ = ["DEFAULT_SR", "SignalRegion"]
+
+
+@dataclass(frozen=True)
+class SignalRegion:
+    """An mjj window ``[low, high)`` in GeV; everything else in the mjj support is sideband.
+
+    Parameters
+    ----------
+    low, high : float
+        SR edges in GeV (default 3300, 3700 as in the LHCO R&D analyses).
+    """
+
+    low: float = 3300.0
+    high: float = 3700.0
+
+    def __post_init__(self):
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and 0 <= self.low < self.high):
+            raise RegionError(f"invalid signal region [{self.low}, {self.high}): need 0 ≤ low < high (GeV)")
+
+    def contains(self, mjj: np.ndarray) -> np.ndarray:
+        """Boolean mask of events inside the SR."""
+        mjj = np.asarray(mjj)
+        return (mjj >= self.low) & (mjj < self.high)
+
+    def signal_region(self, events: Events, *, require_events: bool = True) -> Events:
+        """The events in the SR; raises :class:`RegionError` if there are none."""
+        return self._pick(events, self.contains(events.mjj), "signal region", require_events)
+
+    def sidebands(self, events: Events, *, require_events: bool = True) -> Events:
+        """The events outside the SR."""
+        return self._pick(events, ~self.contains(events.mjj), "sidebands", require_events)
+
+    def _pick(self, events: Events, mask: np.ndarray, what: str, require: bool) -> Events:
+        if require and not mask.any():
+            raise RegionError(
+                f"the {what} mjj ∈ {self!s} holds no events (of {len(events)}); check the region bounds "
+                "and that mjj is in GeV"
+            )
+        return events.select(mask)
+
+    def __str__(self) -> str:
+        return f"[{self.low:g}, {self.high:g}) GeV"
+
+
+DEFAULT_SR = SignalRegion()
