@@ -1,0 +1,1 @@
+"""Data: the synthetic benchmark, events and regions, file I/O and the parametric mjj fit."""

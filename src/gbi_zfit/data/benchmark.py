@@ -179,7 +179,9 @@ class LHCOSim:
         """Exact CDF of signal mjj."""
         s = self.signal
         mjj = np.clip(np.asarray(mjj, dtype=np.float64), *MJJ_RANGE)
-        return (special.ndtr((mjj - s.mjj_mean) / s.mjj_sigma) - self._sig_cdf_lo) / np.exp(self._log_sig_norm)
+        return (special.ndtr((mjj - s.mjj_mean) / s.mjj_sigma) - self._sig_cdf_lo) / np.exp(
+            self._log_sig_norm
+        )
 
     # ------------------------------------------------------------------------------------------------
     # per-jet densities (numpy/scipy reference)
@@ -234,7 +236,11 @@ class LHCOSim:
         nodes, w = self.quad_nodes, self.quad_weights
         log_w = np.log(w) + self.log_pb_mjj(nodes) - np.log(self.p_sr_background)
         terms = np.stack(
-            [self.log_pb_x_given_mjj(x, np.full(len(x), t), fs) + lw for t, lw in zip(nodes, log_w)], axis=0
+            [
+                self.log_pb_x_given_mjj(x, np.full(len(x), t), fs) + lw
+                for t, lw in zip(nodes, log_w, strict=True)
+            ],
+            axis=0,
         )
         return special.logsumexp(terms, axis=0)
 
@@ -268,7 +274,7 @@ class LHCOSim:
     def _sample_mjj_signal(self, n: int, rng: np.random.Generator, where: str) -> np.ndarray:
         s = self.signal
         c_lo, c_hi = self._sig_cdf_lo, self._sig_cdf_hi
-        z = lambda v: special.ndtr((v - s.mjj_mean) / s.mjj_sigma)  # noqa: E731
+        z = lambda v: special.ndtr((v - s.mjj_mean) / s.mjj_sigma)
         c_sr_lo, c_sr_hi = z(self.signal_region.low), z(self.signal_region.high)
         if where == "all":
             c = rng.uniform(c_lo, c_hi, n)

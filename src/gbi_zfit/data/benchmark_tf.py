@@ -97,12 +97,20 @@ class BenchmarkDensitiesTF:
         b = self.sim.background
         m1, m2, a1, a2, c1, c2 = self._unpack(x)
         sig = b.jet_mass_log_sigma
-        # Only the jet masses depend on mjj: integrate their product over the nodes, (n, n_quad).
-        lm1 = tf.math.log(m1)[:, None]
-        lm2 = tf.math.log(m2)[:, None]
-        s = self._log_node_scale[None, :]
-        mass_part = tf.reduce_logsumexp(
-            _log_normal_pdf(lm1, s, sig) + _log_normal_pdf(lm2, s, sig) + self._log_node_w[None, :], axis=1
+        # Only the jet masses depend on mjj. With l_i = ln m_i and s = ln(0.025 mjj):
+        # (l1 - s)² + (l2 - s)² = 2 (l̄ - s)² + (l1 - l2)² / 2, so the integral over mjj is a function of
+        # l̄ = (l1 + l2) / 2 alone: one (n, n_quad) term instead of two log-normals per node (≈ 3× faster).
+        lm1, lm2 = tf.math.log(m1), tf.math.log(m2)
+        lbar = 0.5 * (lm1 + lm2)[:, None]
+        integral = tf.reduce_logsumexp(
+            -tf.square(lbar - self._log_node_scale[None, :]) / (sig * sig) + self._log_node_w[None, :], axis=1
+        )
+        mass_part = (
+            integral
+            - tf.square(lm1 - lm2) / (4.0 * sig * sig)
+            - (lm1 + lm2)
+            - 2.0 * math.log(sig)
+            - 2.0 * _LOG_SQRT_2PI
         )
         val = math.log(2.0) + mass_part + self._log_shape_b(m1, a1, c1) + self._log_shape_b(m2, a2, c2)
         return self._ordered(m1, m2, val)

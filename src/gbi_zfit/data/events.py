@@ -21,6 +21,16 @@ COLUMNS: tuple[str, ...] = ("mjj", "mj1", "mj2", "tau21_j1", "tau21_j2", "tau32_
 
 #: Masses above this many GeV for the dijet system are expected; values below suggest TeV units.
 _MIN_PLAUSIBLE_MJJ_GEV = 100.0
+#: Same for the heavier jet's mass (its median is ~100 GeV for QCD dijets in the LHCO SR).
+_MIN_PLAUSIBLE_MJ_GEV = 1.0
+
+
+def _as_label(label) -> np.ndarray:
+    lab = np.asarray(label)
+    if lab.size and (not np.issubdtype(lab.dtype, np.number) or not np.isin(lab, (0, 1)).all()):
+        bad = lab[~np.isin(lab, (0, 1))][:5] if np.issubdtype(lab.dtype, np.number) else lab[:5]
+        raise InputError(f"labels must be 0 (background) or 1 (signal); found e.g. {bad.tolist()}")
+    return lab.astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,7 @@ def _ranode(c: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 #: PAWS feature set (6-d): both jet masses and both substructure ratios per jet.
-PAWS_FEATURES = FeatureSet(
-    "paws", ("mj1", "mj2", "tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"), _paws
-)
+PAWS_FEATURES = FeatureSet("paws", ("mj1", "mj2", "tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"), _paws)
 #: R-ANODE feature set (4-d): lighter mass, mass difference and τ21 of both jets.
 RANODE_FEATURES = FeatureSet("ranode", ("mj2", "delta_mj", "tau21_j1", "tau21_j2"), _ranode)
 
@@ -103,8 +111,9 @@ class Events:
         *,
         validate: bool = True,
     ):
-        self.columns = {k: np.asarray(columns[k], dtype=np.float64) for k in COLUMNS if k in columns}
-        self.label = None if label is None else np.asarray(label, dtype=np.int8)
+        # copies: an Events must not change when the caller's arrays do
+        self.columns = {k: np.array(columns[k], dtype=np.float64) for k in COLUMNS if k in columns}
+        self.label = None if label is None else _as_label(label)
         if validate:
             self._validate(columns)
 
@@ -117,7 +126,7 @@ class Events:
                 f"expected exactly {list(COLUMNS)} (map your branch names with the reader's `branches=`)"
             )
         lengths = {k: v.shape for k, v in self.columns.items()}
-        n = len(self.columns["mjj"])
+        n = self.columns["mjj"].shape[0] if self.columns["mjj"].ndim == 1 else -1
         if any(v.ndim != 1 or len(v) != n for v in self.columns.values()):
             raise InputError(f"all columns must be 1-d arrays of one length; got shapes {lengths}")
         if self.label is not None and self.label.shape != (n,):
@@ -134,6 +143,11 @@ class Events:
             raise InputError(
                 f"median mjj is {np.median(self.columns['mjj']):.4g}, which looks like TeV; "
                 "gbi_zfit expects masses in GeV (multiply by 1000)"
+            )
+        if n and np.median(self.columns["mj1"]) < _MIN_PLAUSIBLE_MJ_GEV:
+            raise InputError(
+                f"median mj1 is {np.median(self.columns['mj1']):.4g}, which looks like TeV; "
+                "gbi_zfit expects jet masses in GeV (multiply by 1000)"
             )
         for k in ("mjj", "mj1", "mj2"):
             if n and (self.columns[k] < 0).any():

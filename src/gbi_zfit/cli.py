@@ -1,0 +1,276 @@
+"""The ``gbi`` command line.
+
+Subcommands: ``generate`` (benchmark data to ROOT/HDF5/npz), ``info`` (versions, devices),
+``fit`` (fit a data file) and ``demo`` (generate + oracle fit + figure). Heavy imports happen inside the
+subcommands so that ``gbi --help`` is instant. Errors from :mod:`gbi_zfit.errors` print one line and
+exit with status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import GBIError, InputError
+
+EXAMPLES = """\
+examples:
+  gbi demo --out gbi-output                      # generate, fit with the oracle, plot (≈1–2 min)
+  gbi generate --out data.root --s-over-sqrt-b 1 --mx 300 --my 150 --seed 1
+  gbi fit data.root --oracle --minos --out results/
+  gbi info
+"""
+
+
+def _quiet_tf() -> None:
+    os.environ.setdefault("ZFIT_DISABLE_TF_WARNINGS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _out_dirs(out: Path) -> dict[str, Path]:
+    dirs = {k: out / k for k in ("data", "results", "figures")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def _write_manifest(out: Path, entry: dict) -> None:
+    """Append what produced the files in ``out`` (command, seed, versions) to ``manifest.json``."""
+    from ._util import atomic_write_text
+
+    path = out / "manifest.json"
+    items = json.loads(path.read_text()) if path.exists() else []
+    items.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "gbi_zfit": __version__, **entry})
+    atomic_write_text(path, json.dumps(items, indent=2))
+
+
+# -------------------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+
+    print(f"gbi_zfit {__version__}  (python {sys.version.split()[0]})")
+    for pkg in (
+        "zfit",
+        "tensorflow",
+        "tensorflow-probability",
+        "keras",
+        "iminuit",
+        "hepstats",
+        "numpy",
+        "scipy",
+        "uproot",
+        "hist",
+        "mplhep",
+        "dask",
+        "distributed",
+        "jax",
+    ):
+        try:
+            print(f"  {pkg:<24}{md.version(pkg)}")
+        except md.PackageNotFoundError:
+            print(f"  {pkg:<24}not installed")
+    _quiet_tf()
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    print(f"  TensorFlow devices: {[d.name for d in tf.config.list_physical_devices()]}")
+    print(f"  GPU: {'yes, ' + str(len(gpus)) if gpus else 'none (training and fits run on the CPU)'}")
+    print(f"  CPU cores: {os.cpu_count()}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .data.benchmark import LHCOSim
+    from .data.io import write_events
+
+    if (args.mu is None) == (args.s_over_sqrt_b is None):
+        raise InputError("give exactly one of --mu or --s-over-sqrt-b")
+    sim = LHCOSim()
+    t0 = time.perf_counter()
+    events = sim.make_dataset(
+        mu=args.mu,
+        s_over_sqrt_b=args.s_over_sqrt_b,
+        mx=args.mx,
+        my=args.my,
+        n_background=args.n_background,
+        seed=args.seed,
+    )
+    write_events(events, args.out)
+    sr = sim.signal_region.contains(events.mjj)
+    n_s = int(events.label[sr].sum())
+    print(
+        f"wrote {len(events)} events to {args.out} ({sr.sum()} in the SR, {n_s} of them signal, "
+        f"μ = {n_s / max(sr.sum(), 1):.4g}, S/√B = {n_s / max(sr.sum() - n_s, 1) ** 0.5:.3g}) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | None, seed: int, tag: str):
+    """SR selection, multi-start oracle fit, JSON result and figure."""
+    import numpy as np
+
+    from .inference.fit import SignalFitter
+    from .models.oracle import OracleRatio
+    from .pdf.ratio import log_mixture_ratio
+
+    sr = sim.signal_region.signal_region(events)
+    ratio = OracleRatio(sim)
+    reference = sim.sample_background_sr(200_000, seed=np.random.SeedSequence(seed).spawn(1)[0]).features()
+    fitter = SignalFitter(ratio, sr, reference=reference)
+    t0 = time.perf_counter()
+    result = fitter.fit_multistart(minos=("mu",) if minos else (), truth=truth)
+    result.info["wall_time_s"] = time.perf_counter() - t0
+    print(result)
+    if out is not None:
+        dirs = _out_dirs(out)
+        result.to_json(dirs["results"] / f"{tag}.json")
+        from .plotting import plot_fit
+
+        lr = ratio.log_ratio_numpy(reference, result.values["mx"], result.values["my"])
+        lws = log_mixture_ratio(lr, result.values["mu"]).numpy()
+        title = (
+            f"oracle fit: μ̂ = {result.values['mu']:.3g}, m̂X = {result.values['mx']:.0f}, "
+            f"m̂Y = {result.values['my']:.0f} GeV"
+        )
+        fig = plot_fit(sr, reference, lws, result.values["mu"], dirs["figures"] / f"{tag}.png", title=title)
+        print(f"wrote {dirs['results'] / (tag + '.json')} and {fig}")
+    return result
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .data.benchmark import LHCOSim
+    from .data.io import read_events
+
+    if not args.oracle:
+        raise InputError(
+            "only the benchmark oracle ratio is available to `gbi fit` in this version: pass --oracle"
+        )
+    _quiet_tf()
+    events = read_events(args.path)
+    out = Path(args.out) if args.out else None
+    _fit_oracle(
+        events,
+        sim=LHCOSim(),
+        out=out,
+        minos=args.minos,
+        truth=None,
+        seed=args.seed,
+        tag=Path(args.path).stem + "_fit",
+    )
+    if out is not None:
+        _write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)})
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_tf()
+    from .data.benchmark import LHCOSim
+    from .data.io import write_events
+
+    out = Path(args.out)
+    dirs = _out_dirs(out)
+    sim = LHCOSim()
+    t0 = time.perf_counter()
+    events = sim.make_dataset(
+        s_over_sqrt_b=args.s_over_sqrt_b,
+        mx=args.mx,
+        my=args.my,
+        n_background=args.n_background,
+        seed=args.seed,
+    )
+    data_path = dirs["data"] / "demo.npz"
+    write_events(events, data_path)
+    sr_mask = sim.signal_region.contains(events.mjj)
+    n_s = int(events.label[sr_mask].sum())
+    mu_true = n_s / int(sr_mask.sum())
+    print(
+        f"generated {len(events)} events ({sr_mask.sum()} in the SR, {n_s} signal: μ = {mu_true:.4g}, "
+        f"S/√B = {args.s_over_sqrt_b}) in {time.perf_counter() - t0:.1f} s -> {data_path}"
+    )
+    truth = {"mu": mu_true, "mx": float(args.mx), "my": float(args.my)}
+    result = _fit_oracle(events, sim=sim, out=out, minos=True, truth=truth, seed=args.seed, tag="demo_fit")
+    _write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "truth": truth})
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    return 0 if result.valid else 1
+
+
+# -------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gbi",
+        description="Generator-Based Inference for resonant searches (zfit plugin).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"gbi_zfit {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("info", help="versions, devices (GPU/CPU)")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser(
+        "generate",
+        help="write a benchmark data set (ROOT, HDF5 or npz by suffix)",
+        epilog="example: gbi generate --out data.root --mu 0.003 --mx 300 --my 150 --seed 1",
+    )
+    s.add_argument("--out", required=True, help="output file: .root, .h5 (LHCO layout) or .npz")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--mu", type=float, help="SR signal fraction μ = S/(S+B)")
+    g.add_argument("--s-over-sqrt-b", type=float, help="SR significance S/√B")
+    s.add_argument("--mx", type=float, default=300.0, help="signal mass mX in GeV (default 300)")
+    s.add_argument("--my", type=float, default=150.0, help="signal mass mY in GeV (default 150)")
+    s.add_argument("--n-background", type=int, default=1_000_000, help="background events (default 1e6)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser(
+        "fit",
+        help="fit μ, mX, mY of a data file in the SR",
+        epilog="example: gbi fit data.root --oracle --minos --out results/",
+    )
+    s.add_argument("path", help="data file (.root, .h5, .npz)")
+    s.add_argument("--oracle", action="store_true", help="use the exact benchmark ratio Λ*")
+    s.add_argument("--minos", action="store_true", help="MINOS interval for μ")
+    s.add_argument("--out", help="directory for results/ and figures/")
+    s.add_argument("--seed", type=int, default=0, help="seed of the reference sample used for plots")
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser(
+        "demo",
+        help="generate the benchmark, fit it with the oracle, print and plot",
+        epilog="example: gbi demo --out gbi-output --s-over-sqrt-b 1",
+    )
+    s.add_argument("--out", default="gbi-output", help="output directory (default gbi-output)")
+    s.add_argument("--s-over-sqrt-b", type=float, default=1.0, help="injected S/√B (default 1)")
+    s.add_argument("--mx", type=float, default=300.0)
+    s.add_argument("--my", type=float, default=150.0)
+    s.add_argument("--n-background", type=int, default=1_000_000)
+    s.add_argument("--seed", type=int, default=1)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GBIError as err:
+        if args.debug:
+            raise
+        print(f"gbi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

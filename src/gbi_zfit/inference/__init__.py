@@ -1,0 +1,5 @@
+"""Fits, intervals and pseudo-experiments."""
+
+from .fit import FitResult, SignalFitter
+
+__all__ = ["FitResult", "SignalFitter"]

@@ -1,0 +1,45 @@
+"""The interface every likelihood-ratio model implements."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import tensorflow as tf
+
+from ..data.events import FeatureSet, get_feature_set
+from ..errors import ParameterRangeError
+
+__all__ = ["RatioModel"]
+
+
+class RatioModel(abc.ABC):
+    """A signal-over-background density ratio Λ(x | θ) = p_S(x | θ) / p_B(x | SR), θ = (mX, mY).
+
+    The zfit :class:`~gbi_zfit.pdf.RatioPDF` accepts any subclass: the exact oracle of the benchmark,
+    or learned classifier ensembles. Subclasses implement :meth:`log_ratio` in TensorFlow (float64
+    output, differentiable in ``mx`` and ``my``) and set :attr:`feature_set` and :attr:`theta_bounds`.
+    """
+
+    #: Feature set the model expects (columns of ``x`` in order).
+    feature_set: FeatureSet = get_feature_set("paws")
+    #: ((mX_min, mX_max), (mY_min, mY_max)) in GeV where the model is valid.
+    theta_bounds: tuple[tuple[float, float], tuple[float, float]] = ((25.0, 700.0), (25.0, 700.0))
+
+    @abc.abstractmethod
+    def log_ratio(self, x: tf.Tensor, mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
+        """log Λ(x | mX, mY) for ``x`` of shape (n, d); returns shape (n,), float64."""
+
+    def log_ratio_numpy(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
+        """:meth:`log_ratio` on numpy input, after checking θ is in range."""
+        self.check_theta(mx, my)
+        return self.log_ratio(tf.constant(np.asarray(x, np.float64)), float(mx), float(my)).numpy()
+
+    def check_theta(self, mx: float, my: float) -> None:
+        """Raise :class:`ParameterRangeError` if θ is outside :attr:`theta_bounds`."""
+        for name, val, (lo, hi) in zip(("mX", "mY"), (mx, my), self.theta_bounds, strict=True):
+            if not (np.isfinite(val) and lo <= val <= hi):
+                raise ParameterRangeError(
+                    f"{name} = {val} GeV is outside the range [{lo}, {hi}] GeV this ratio model was built "
+                    "for; restrict the parameter limits or retrain on a wider mass grid"
+                )

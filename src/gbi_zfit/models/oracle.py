@@ -1,0 +1,38 @@
+"""The oracle ratio of the synthetic benchmark: exact Λ*(x | θ) from the generator's densities."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ..data.benchmark import THETA_RANGE, LHCOSim
+from ..data.benchmark_tf import BenchmarkDensitiesTF
+from ..data.events import get_feature_set
+from .base import RatioModel
+
+__all__ = ["OracleRatio"]
+
+
+class OracleRatio(RatioModel):
+    """Exact Λ*(x | θ) = p_S(x | θ) / p_B(x | SR) of :class:`~gbi_zfit.data.benchmark.LHCOSim`.
+
+    No learned model can do better on benchmark data: it is the physical limit used to judge them.
+
+    Parameters
+    ----------
+    sim : LHCOSim, optional
+        The benchmark (default: the standard one).
+    feature_set : str
+        ``"paws"`` (default) or ``"ranode"``.
+    """
+
+    def __init__(self, sim: LHCOSim | None = None, feature_set: str = "paws"):
+        self.sim = sim or LHCOSim()
+        self.feature_set = get_feature_set(feature_set)
+        self.theta_bounds = (THETA_RANGE, THETA_RANGE)
+        self._densities = BenchmarkDensitiesTF(self.sim, self.feature_set.name)
+
+    def log_ratio(self, x: tf.Tensor, mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
+        return self._densities.log_ratio(x, mx, my)
+
+    def __repr__(self) -> str:
+        return f"OracleRatio(feature_set={self.feature_set.name!r}, sr={self.sim.signal_region!s})"
