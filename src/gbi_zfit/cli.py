@@ -117,7 +117,6 @@ def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | Non
 
     from .inference.fit import SignalFitter
     from .models.oracle import OracleRatio
-    from .pdf.ratio import log_mixture_ratio
 
     sr = sim.signal_region.signal_region(events)
     ratio = OracleRatio(sim)
@@ -132,13 +131,18 @@ def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | Non
         result.to_json(dirs["results"] / f"{tag}.json")
         from .plotting import plot_fit
 
-        lr = ratio.log_ratio_numpy(reference, result.values["mx"], result.values["my"])
-        lws = log_mixture_ratio(lr, result.values["mu"]).numpy()
-        title = (
-            f"oracle fit: μ̂ = {result.values['mu']:.3g}, m̂X = {result.values['mx']:.0f}, "
-            f"m̂Y = {result.values['my']:.0f} GeV"
+        mx, my, mu = result.values["mx"], result.values["my"], result.values["mu"]
+        title = f"oracle fit: μ̂ = {mu:.3g}, m̂X = {mx:.0f} GeV, m̂Y = {my:.0f} GeV"
+        x = sr.features(ratio.feature_set)
+        fig = plot_fit(
+            x,
+            ratio.log_ratio_numpy(x, mx, my),
+            reference,
+            ratio.log_ratio_numpy(reference, mx, my),
+            mu,
+            dirs["figures"] / f"{tag}.png",
+            title=title,
         )
-        fig = plot_fit(sr, reference, lws, result.values["mu"], dirs["figures"] / f"{tag}.png", title=title)
         print(f"wrote {dirs['results'] / (tag + '.json')} and {fig}")
     return result
 
