@@ -384,6 +384,7 @@ class LHCOSim:
             One seed for the whole data set.
         """
         _check_theta(mx, my)
+        self.n_signal_sr(1, mu=mu, s_over_sqrt_b=s_over_sqrt_b)  # validate before the costly generation
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         s_bkg, s_sr, s_sb, s_shuffle = ss.spawn(4)
         bkg = self.sample_background(n_background, s_bkg)

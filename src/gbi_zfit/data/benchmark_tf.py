@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from .benchmark import LHCOSim
+from ..errors import InputError
 from .events import get_feature_set
 
 __all__ = ["BenchmarkDensitiesTF"]
@@ -62,6 +63,11 @@ class BenchmarkDensitiesTF:
 
     def _unpack(self, x):
         x = tf.convert_to_tensor(x, tf.float64)
+        if x.shape.rank != 2 or (x.shape[-1] is not None and x.shape[-1] != self.feature_set.dim):
+            raise InputError(
+                f"features must have shape (n, {self.feature_set.dim}) for the {self.feature_set.name!r} "
+                f"set {self.feature_set.names}; got {tuple(x.shape)}"
+            )
         if self.feature_set.name == "paws":
             return x[:, 0], x[:, 1], x[:, 2], x[:, 3], x[:, 4], x[:, 5]
         return x[:, 0] + x[:, 1], x[:, 0], x[:, 2], x[:, 3], None, None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import zfit
+from iminuit import Minuit
 
 from .._util import atomic_write_text
 from ..data.convert import feature_space, to_zfit_data
@@ -18,10 +19,11 @@ from ..errors import FitError, InputError, ParameterRangeError
 from ..models.base import RatioModel
 from ..pdf.penalty import low_mass_penalty
 from ..pdf.ratio import RatioPDF
+from .engine import RatioNLL
 
 __all__ = ["FitResult", "SignalFitter"]
 
-PARAM_NAMES = ("mu", "mx", "my")
+PARAM_NAMES = ("mu", "mx", "my")  # the extended likelihood adds "nu_b"
 
 
 @dataclass
@@ -111,10 +113,13 @@ class FitResult:
 
 
 class SignalFitter:
-    """Fit μ and θ = (mX, mY) of SR data with any ratio model, through zfit's Minuit.
+    """Fit μ and θ = (mX, mY) of SR data with any ratio model, with Minuit.
 
-    One fitter owns one set of zfit parameters, one :class:`RatioPDF` and one loss, so repeated fits
-    (other starting points, toys) reuse the compiled graph instead of retracing.
+    Two backends give the same answer (tested): ``"fast"`` (default) minimises the compiled
+    :class:`~gbi_zfit.inference.engine.RatioNLL` with iminuit directly, reusing θ-independent per-event
+    work; ``"zfit"`` minimises zfit's ``UnbinnedNLL`` of a :class:`~gbi_zfit.pdf.RatioPDF` with
+    ``zfit.minimize.Minuit`` — the same objects a user puts in their own zfit model (:attr:`loss`,
+    :attr:`pdf`, :attr:`params` exist for both backends, e.g. for hepstats).
 
     Parameters
     ----------
@@ -122,6 +127,8 @@ class SignalFitter:
         Λ(x | θ), e.g. :class:`~gbi_zfit.models.OracleRatio`.
     data : Events or ndarray (n, d)
         SR events (features of ``ratio_model.feature_set``).
+    backend : {"fast", "zfit"}
+        Minimisation backend.
     reference : ndarray (n_ref, d), optional
         SR background reference sample (for sampling toys from the fitted model).
     mu_bounds : (float, float)
@@ -131,13 +138,16 @@ class SignalFitter:
         Add the low-mass exponential penalty (:func:`~gbi_zfit.pdf.low_mass_penalty`).
     penalty_threshold : float
         Mass in GeV below which the penalty acts (default 85).
+    background_yield : (float, float), optional
+        Extended likelihood with a Gaussian-constrained background yield ν_B (value, error), e.g. from
+        the sideband p(mjj) fit; ``fast`` backend only.
     tol : float
-        Minuit's tolerance (EDM goal 0.002 · tol).
+        Convergence goal: the fit stops when the EDM is below ``tol`` (default 1e-3, as zfit).
 
     Examples
     --------
     >>> fitter = SignalFitter(OracleRatio(sim), sr_events)
-    >>> result = fitter.fit(start={"mu": 0.003, "mx": 280.0, "my": 160.0})
+    >>> result = fitter.fit(start={"mu": 0.003, "mx": 280.0, "my": 160.0}, minos=("mu",))
     >>> print(result)
     """
 
@@ -146,22 +156,38 @@ class SignalFitter:
         ratio_model: RatioModel,
         data: Events | np.ndarray,
         *,
+        backend: str = "fast",
         reference: np.ndarray | None = None,
         mu_bounds: tuple[float, float] = (0.0, 1.0),
         penalty: bool = True,
         penalty_threshold: float = 85.0,
+        background_yield: tuple[float, float] | None = None,
         tol: float = 1e-3,
     ):
-        lo, hi = mu_bounds
-        if not (-1.0 < lo < hi <= 1.0):
-            raise ParameterRangeError(f"mu bounds {mu_bounds} must satisfy -1 < low < high ≤ 1")
+        if backend not in ("fast", "zfit"):
+            raise InputError(f"backend must be 'fast' or 'zfit', got {backend!r}")
+        if backend == "zfit" and background_yield is not None:
+            raise InputError(
+                "the extended likelihood (background_yield) is available with backend='fast' only"
+            )
+        self.backend = backend
         self.ratio_model = ratio_model
+        self.tol = float(tol)
         self.space = feature_space(ratio_model.feature_set)
         self.data = to_zfit_data(data, self.space, ratio_model.feature_set)
-        (mx_lo, mx_hi), (my_lo, my_hi) = ratio_model.theta_bounds
+        self.engine = RatioNLL(
+            ratio_model,
+            self.data.value().numpy(),
+            penalty_threshold=penalty_threshold if penalty else None,
+            background_yield=background_yield,
+        )
+        self.limits = self.engine.default_limits(mu_bounds)
+        lo, hi = self.limits["mu"]
+        (mx_lo, mx_hi), (my_lo, my_hi) = self.limits["mx"], self.limits["my"]
         self.mu = zfit.Parameter("mu", max(lo, min(0.01, hi)), lo, hi, step_size=1e-4)
         self.mx = zfit.Parameter("mx", 0.5 * (mx_lo + mx_hi), mx_lo, mx_hi, step_size=1.0)
         self.my = zfit.Parameter("my", 0.5 * (my_lo + my_hi), my_lo, my_hi, step_size=1.0)
+        self._extra = {"nu_b": background_yield[0]} if background_yield is not None else {}
         self.pdf = RatioPDF(self.space, ratio_model, self.mu, self.mx, self.my, reference=reference)
         constraints = [low_mass_penalty(self.mx, self.my, threshold=penalty_threshold)] if penalty else []
         self.loss = zfit.loss.UnbinnedNLL(self.pdf, self.data, constraints=constraints)
@@ -171,23 +197,38 @@ class SignalFitter:
     def params(self) -> dict[str, zfit.Parameter]:
         return {"mu": self.mu, "mx": self.mx, "my": self.my}
 
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.engine.param_names
+
+    @property
+    def values(self) -> dict[str, float]:
+        """Current parameter values."""
+        out = {n: float(p.value()) for n, p in self.params.items()}
+        out.update(self._extra)
+        return out
+
     def set_values(self, values: dict[str, float]) -> None:
         """Set parameter values, checking names and limits."""
         for name, val in values.items():
-            if name not in PARAM_NAMES:
-                raise InputError(f"unknown parameter {name!r}; parameters are {PARAM_NAMES}")
-            p = self.params[name]
-            if not (np.isfinite(val) and p.lower < val < p.upper):
+            if name not in self.param_names:
+                raise InputError(f"unknown parameter {name!r}; parameters are {self.param_names}")
+            lo, hi = self.limits[name]
+            if not (np.isfinite(val) and lo < val < hi):
                 raise ParameterRangeError(
-                    f"start value {name} = {val} is not strictly inside its limits ({float(p.lower)}, {float(p.upper)})"
+                    f"start value {name} = {val} is not strictly inside its limits ({lo}, {hi})"
                 )
-            p.set_value(float(val))
+            if name in self._extra:
+                self._extra[name] = float(val)
+            else:
+                self.params[name].set_value(float(val))
 
     def nll(self, values: dict[str, float] | None = None) -> float:
-        """Loss value at ``values`` (or at the current parameter values)."""
+        """Loss value at ``values`` (or at the current values); same for both backends."""
         if values:
             self.set_values(values)
-        return float(self.loss.value())
+        v = self.values
+        return self.engine([v[n] for n in self.param_names])
 
     def fit(
         self,
@@ -198,6 +239,8 @@ class SignalFitter:
         minos: tuple[str, ...] = (),
         truth: dict[str, float] | None = None,
         require_valid: bool = False,
+        retries: int = 2,
+        ncall: int | None = None,
     ) -> FitResult:
         """Run MIGRAD (then HESSE, optionally MINOS) from ``start``.
 
@@ -216,19 +259,86 @@ class SignalFitter:
         require_valid : bool
             Raise :class:`~gbi_zfit.errors.FitError` (with Minuit's diagnostics) instead of returning an
             invalid result.
+        retries : int
+            Invalid minima are retried this many times (fast backend): MIGRAD again from where it
+            stopped, then with strategy 2.
+        ncall : int, optional
+            Call limit of each MIGRAD run (fast backend; default: Minuit's).
         """
-        unknown = [n for n in (*fix, *minos) if n not in PARAM_NAMES]
+        unknown = [n for n in (*fix, *minos) if n not in self.param_names]
         if unknown:
-            raise InputError(f"unknown parameter(s) {unknown}; parameters are {PARAM_NAMES}")
+            raise InputError(f"unknown parameter(s) {unknown}; parameters are {self.param_names}")
         if start:
             self.set_values(start)
-        floating = tuple(n for n in PARAM_NAMES if n not in fix)
+        floating = tuple(n for n in self.param_names if n not in fix)
         if not floating:
             raise InputError("all parameters are fixed: nothing to fit")
         t0 = time.perf_counter()
+        if self.backend == "fast":
+            out, diag = self._fit_fast(floating, hesse, minos, retries, ncall)
+        else:
+            out, diag = self._fit_zfit(floating, hesse, minos)
+        out.truth = truth
+        out.n_events = int(self.engine.n_events)
+        out.info["backend"] = self.backend
+        out.time_s = time.perf_counter() - t0
+        _canonical_order(out, self)
+        if require_valid and not out.valid:
+            raise FitError(
+                f"the fit did not converge to a valid minimum (edm = {out.edm:.3g}, at limit = {out.at_limit}); "
+                "try other starting values or check the data",
+                diagnostics={"minuit": diag, **out.to_dict()},
+            )
+        return out
+
+    def _fit_fast(self, floating, hesse, minos, retries, ncall):
+        names = self.param_names
+        start = self.values
+        m = Minuit(self.engine, [start[n] for n in names], grad=self.engine.grad, name=names)
+        m.errordef = Minuit.LIKELIHOOD
+        m.tol = self.tol / (0.002 * Minuit.LIKELIHOOD)  # iminuit stops at EDM < 0.002 · tol · errordef
+        for n in names:
+            m.limits[n] = self.limits[n]
+            m.fixed[n] = n not in floating
+        m.migrad(ncall=ncall)
+        attempts = 0
+        while not m.valid and attempts < retries:
+            attempts += 1
+            m.strategy = 2 if attempts >= 2 else m.strategy
+            m.migrad(ncall=ncall)
+        out = FitResult(
+            values={n: float(m.values[n]) for n in names},
+            floating=floating,
+            valid=bool(m.valid),
+            converged=bool(m.fmin.is_valid and not m.fmin.has_reached_call_limit),
+            at_limit=bool(m.fmin.has_parameters_at_limit),
+            nll=float(m.fval),
+            edm=float(m.fmin.edm),
+            n_calls=int(m.nfcn + m.ngrad),
+            info={"retries": attempts},
+        )
+        if hesse and m.valid:
+            m.hesse()
+            out.errors = {n: float(m.errors[n]) for n in floating}
+            out.covariance = np.asarray(m.covariance)[
+                np.ix_(*[[names.index(n) for n in floating]] * 2)
+            ].tolist()
+            out.valid = bool(m.valid and m.fmin.has_accurate_covar)
+        if minos and m.valid:
+            m.minos(*minos)
+            out.minos = {n: (float(m.merrors[n].lower), float(m.merrors[n].upper)) for n in minos}
+        out.n_calls = int(m.nfcn + m.ngrad)
+        self.set_values({n: v for n, v in out.values.items() if self._inside(n, v)})
+        return out, str(m.fmin)
+
+    def _inside(self, name, value) -> bool:
+        lo, hi = self.limits[name]
+        return lo < value < hi
+
+    def _fit_zfit(self, floating, hesse, minos):
         result = self.minimizer.minimize(self.loss, params=[self.params[n] for n in floating])
         out = FitResult(
-            values={n: float(p.value()) for n, p in self.params.items()},
+            values=self.values,
             floating=floating,
             valid=bool(result.valid),
             converged=bool(result.converged),
@@ -236,27 +346,16 @@ class SignalFitter:
             nll=float(result.fmin),
             edm=float(result.edm),
             n_calls=int(result.info.get("n_eval", 0) or 0),
-            n_events=int(self.data.nevents),
-            truth=truth,
         )
         if hesse and result.valid:
             errs = result.hesse(name="hesse")
             out.errors = {p.name: float(e["error"]) for p, e in errs.items()}
-            cov = result.covariance(params=[self.params[n] for n in floating])
-            out.covariance = np.asarray(cov).tolist()
+            out.covariance = np.asarray(result.covariance(params=[self.params[n] for n in floating])).tolist()
             out.valid = bool(result.valid)
         if minos and result.valid:
             errs, _ = result.errors(params=[self.params[n] for n in minos], name="minos")
             out.minos = {p.name: (float(e["lower"]), float(e["upper"])) for p, e in errs.items()}
-        out.time_s = time.perf_counter() - t0
-        _canonical_order(out, self)
-        if require_valid and not out.valid:
-            raise FitError(
-                f"the fit did not converge to a valid minimum (edm = {out.edm:.3g}, at limit = {out.at_limit}); "
-                "try other starting values or check the data",
-                diagnostics={"fmin": str(result.info.get("minuit", "")), **out.to_dict()},
-            )
-        return out
+        return out, str(result.info.get("minuit", ""))
 
     def theta_grid(self, step: float = 50.0) -> np.ndarray:
         """Canonical (mX ≥ mY) grid of θ over the ratio model's range, ``step`` GeV apart."""
@@ -284,17 +383,11 @@ class SignalFitter:
         ``result.info["starts"]``.
         """
         grid = self.theta_grid(grid_step)
-        n = int(self.data.nevents)
-        mu_lo, mu_hi = float(self.mu.lower), float(self.mu.upper)
-        probe = float(
-            np.clip(mu_probe if mu_probe is not None else 2.0 / np.sqrt(n), max(mu_lo, 1e-6), mu_hi)
-        )
-        self.mu.set_value(probe)
-        scores = []
-        for mx, my in grid:
-            self.mx.set_value(mx)
-            self.my.set_value(my)
-            scores.append(float(self.loss.value()))
+        mu_lo, mu_hi = self.limits["mu"]
+        default_probe = 2.0 / np.sqrt(self.engine.n_events)
+        probe = float(np.clip(default_probe if mu_probe is None else mu_probe, max(mu_lo, 1e-6), mu_hi))
+        rest = [v for n, v in self.values.items() if n not in PARAM_NAMES]  # e.g. nu_b
+        scores = [self.engine([probe, mx, my, *rest]) for mx, my in grid]
         order = np.argsort(scores)[: max(1, int(n_starts))]
         fits = []
         for i in order:

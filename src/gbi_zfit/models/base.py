@@ -30,6 +30,19 @@ class RatioModel(abc.ABC):
     def log_ratio(self, x: tf.Tensor, mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
         """log Λ(x | mX, mY) for ``x`` of shape (n, d); returns shape (n,), float64."""
 
+    def precompute(self, x: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """θ-independent per-event quantities for :meth:`log_ratio_precomputed` (default: ``(x,)``).
+
+        Fits on a fixed event set call this once, then evaluate :meth:`log_ratio_precomputed` at every
+        step. Models override the pair to move work out of the minimisation loop; the result must equal
+        :meth:`log_ratio`.
+        """
+        return (tf.convert_to_tensor(x, tf.float64),)
+
+    def log_ratio_precomputed(self, aux: tuple[tf.Tensor, ...], mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
+        """log Λ from the output of :meth:`precompute`."""
+        return self.log_ratio(aux[0], mx, my)
+
     def log_ratio_numpy(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
         """:meth:`log_ratio` on numpy input, after checking θ is in range."""
         self.check_theta(mx, my)

@@ -34,5 +34,14 @@ class OracleRatio(RatioModel):
     def log_ratio(self, x: tf.Tensor, mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
         return self._densities.log_ratio(x, mx, my)
 
+    def precompute(self, x: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        # log p_B(x | SR) does not depend on θ and dominates the cost (mjj quadrature): do it once.
+        x = tf.convert_to_tensor(x, tf.float64)
+        return (x, self._densities.log_pb_x_sr(x))
+
+    def log_ratio_precomputed(self, aux, mx, my):
+        x, log_pb = aux
+        return self._densities.log_ps_x(x, mx, my) - log_pb
+
     def __repr__(self) -> str:
         return f"OracleRatio(feature_set={self.feature_set.name!r}, sr={self.sim.signal_region!s})"
