@@ -6,36 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_path
+from ._style import LABELS, save, style
 
 __all__ = ["plot_fit"]
-
-_LABELS = {
-    "mj1": r"$m_{J_1}$ [GeV]",
-    "mj2": r"$m_{J_2}$ [GeV]",
-    "delta_mj": r"$m_{J_1} - m_{J_2}$ [GeV]",
-    "tau21_j1": r"$\tau_{21}^{J_1}$",
-    "tau21_j2": r"$\tau_{21}^{J_2}$",
-    "tau32_j1": r"$\tau_{32}^{J_1}$",
-    "tau32_j2": r"$\tau_{32}^{J_2}$",
-}
-
-
-def _style():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    plt.style.use(mplhep.style.ROOT)
-    return plt, mplhep
 
 
 def _hist_panel(ax, rax, axis, data_vals, ref_vals, w_bkg, w_fit, mu, log=True):
     import hist
 
-    _, mplhep = _style()
+    _, mplhep = style()
     h_data = hist.Hist(axis).fill(data_vals)
     h_bkg = hist.Hist(axis, storage=hist.storage.Weight()).fill(ref_vals, weight=w_bkg)
     h_fit = hist.Hist(axis, storage=hist.storage.Weight()).fill(ref_vals, weight=w_fit)
@@ -90,9 +69,9 @@ def plot_fit(
     """
     import hist
 
-    from .pdf.ratio import log_mixture_ratio
+    from ..pdf.ratio import log_mixture_ratio
 
-    plt, _ = _style()
+    plt, _ = style()
     n_data, n_ref = len(data_features), len(reference)
     w_bkg = np.full(n_ref, n_data / n_ref)
     w_fit = np.exp(log_mixture_ratio(reference_log_ratio, mu).numpy()) * n_data / n_ref
@@ -115,7 +94,7 @@ def plot_fit(
     for j, name in enumerate(("mj1", "mj2"), start=1):
         vals = data_features[d_sel, j - 1]
         top = float(np.quantile(reference[r_sel, j - 1], 0.99)) if r_sel.any() else 1.0
-        axis = hist.axis.Regular(bins, 0.0, max(top, float(vals.max(initial=0.0))), label=_LABELS[name])
+        axis = hist.axis.Regular(bins, 0.0, max(top, float(vals.max(initial=0.0))), label=LABELS[name])
         _hist_panel(
             axes[0, j],
             axes[1, j],
@@ -133,8 +112,4 @@ def plot_fit(
     if title:
         fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
