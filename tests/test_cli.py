@@ -11,6 +11,7 @@ import pytest
 from gbi_zfit.cli import main
 from gbi_zfit.data.io import read_events
 from gbi_zfit.inference import FitResult
+from gbi_zfit.inference.profile import ProfileScan
 
 
 def test_help_lists_commands(capsys):
@@ -104,3 +105,38 @@ def test_demo_default_entry_point(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert FitResult.from_json(tmp_path / "results" / "demo_fit.json").valid
+
+
+def test_scan_writes_profiles_and_contour(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    assert (
+        main(
+            [
+                "generate",
+                "--out",
+                str(data),
+                "--s-over-sqrt-b",
+                "3",
+                "--n-background",
+                "150000",
+                "--seed",
+                "4",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "scan"
+    assert (
+        main(["scan", str(data), "--oracle", "--params", "mu", "mx_my", "--n-points", "9", "--out", str(out)])
+        == 0
+    )
+    payload = json.loads((out / "results" / "d_profiles.json").read_text())
+    assert set(payload) == {"mu", "mx_my"}
+    assert min(payload["mu"]["two_delta_nll"]) == pytest.approx(0.0, abs=1e-3)
+    assert (out / "figures" / "d_profile_mu.png").stat().st_size > 10_000
+    assert (out / "figures" / "d_profile_mx_my.png").stat().st_size > 10_000
+    scan = ProfileScan.from_dict(payload["mu"])
+    lo, hi = scan.interval(0.683)
+    assert lo is not None
+    assert hi is not None
+    assert lo < scan.best_values["mu"] < hi

@@ -144,7 +144,53 @@ def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | Non
             title=title,
         )
         print(f"wrote {dirs['results'] / (tag + '.json')} and {fig}")
-    return result
+    return fitter, result
+
+
+def _profiles(fitter, result, out: Path | None, tag: str, params, *, two_d: bool, truth=None, n_points=21):
+    """1-D profile scans of ``params`` and optionally the 2-D (mX, mY) scan; JSON + figures."""
+    import numpy as np
+
+    from .inference.profile import profile_1d, profile_2d
+
+    scans = {}
+    for name in params:
+        scan = profile_1d(fitter, name, n_points=n_points, best=result)
+        scans[name] = scan
+        print(scan)
+    scan2d = None
+    if two_d:
+        ex, ey = (3.5 * result.errors.get(n, 20.0) for n in ("mx", "my"))
+        (xl, xh), (yl, yh) = fitter.limits["mx"], fitter.limits["my"]
+        mxs = np.linspace(
+            max(xl + 1e-3, result.values["mx"] - ex), min(xh - 1e-3, result.values["mx"] + ex), 13
+        )
+        mys = np.linspace(
+            max(yl + 1e-3, result.values["my"] - ey), min(yh - 1e-3, result.values["my"] + ey), 13
+        )
+        scan2d = profile_2d(fitter, mxs, mys, best=result)
+        print(scan2d)
+    if out is not None:
+        from ._util import atomic_write_text
+        from .plotting.profile import plot_profile_1d, plot_profile_2d
+
+        dirs = _out_dirs(out)
+        payload = {n: s.to_dict() for n, s in scans.items()}
+        if scan2d is not None:
+            payload["mx_my"] = scan2d.to_dict()
+        atomic_write_text(dirs["results"] / f"{tag}_profiles.json", json.dumps(payload, indent=2))
+        for n, s in scans.items():
+            plot_profile_1d(s, dirs["figures"] / f"{tag}_profile_{n}.png", truth=(truth or {}).get(n))
+        if scan2d is not None:
+            t = (truth["mx"], truth["my"]) if truth else None
+            plot_profile_2d(
+                scan2d,
+                dirs["figures"] / f"{tag}_profile_mx_my.png",
+                truth=t,
+                best=(result.values["mx"], result.values["my"]),
+            )
+        print(f"wrote profiles to {dirs['results']} and {dirs['figures']}")
+    return scans, scan2d
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -158,17 +204,46 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _quiet_tf()
     events = read_events(args.path)
     out = Path(args.out) if args.out else None
-    _fit_oracle(
-        events,
-        sim=LHCOSim(),
-        out=out,
-        minos=args.minos,
-        truth=None,
-        seed=args.seed,
-        tag=Path(args.path).stem + "_fit",
+    tag = Path(args.path).stem + "_fit"
+    fitter, result = _fit_oracle(
+        events, sim=LHCOSim(), out=out, minos=args.minos, truth=None, seed=args.seed, tag=tag
     )
+    if args.profiles:
+        _profiles(fitter, result, out, tag, ("mu", "mx", "my"), two_d=True)
     if out is not None:
         _write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)})
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .data.benchmark import LHCOSim
+    from .data.io import read_events
+    from .inference.fit import SignalFitter
+    from .models.oracle import OracleRatio
+
+    if not args.oracle:
+        raise InputError(
+            "only the benchmark oracle ratio is available to `gbi scan` in this version: pass --oracle"
+        )
+    _quiet_tf()
+    sim = LHCOSim()
+    sr = sim.signal_region.signal_region(read_events(args.path))
+    fitter = SignalFitter(OracleRatio(sim), sr)
+    result = fitter.fit_multistart()
+    print(result)
+    params = [p for p in args.params if p != "mx_my"]
+    out = Path(args.out) if args.out else None
+    _profiles(
+        fitter,
+        result,
+        out,
+        Path(args.path).stem,
+        params,
+        two_d="mx_my" in args.params,
+        n_points=args.n_points,
+    )
+    if out is not None:
+        _write_manifest(out, {"command": " ".join(sys.argv), "input": str(args.path)})
     return 0
 
 
@@ -198,7 +273,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"S/√B = {args.s_over_sqrt_b}) in {time.perf_counter() - t0:.1f} s -> {data_path}"
     )
     truth = {"mu": mu_true, "mx": float(args.mx), "my": float(args.my)}
-    result = _fit_oracle(events, sim=sim, out=out, minos=True, truth=truth, seed=args.seed, tag="demo_fit")
+    _, result = _fit_oracle(events, sim=sim, out=out, minos=True, truth=truth, seed=args.seed, tag="demo_fit")
     _write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "truth": truth})
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     return 0 if result.valid else 1
@@ -243,8 +318,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--oracle", action="store_true", help="use the exact benchmark ratio Λ*")
     s.add_argument("--minos", action="store_true", help="MINOS interval for μ")
     s.add_argument("--out", help="directory for results/ and figures/")
+    s.add_argument(
+        "--profiles", action="store_true", help="1-D profile scans of μ, mX, mY and the 2-D contour"
+    )
     s.add_argument("--seed", type=int, default=0, help="seed of the reference sample used for plots")
     s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser(
+        "scan",
+        help="profile-likelihood scans (1-D curves, 2-D (mX, mY) Wilks contours)",
+        epilog="example: gbi scan data.root --oracle --params mu mx_my --out results/",
+    )
+    s.add_argument("path", help="data file (.root, .h5, .npz)")
+    s.add_argument("--oracle", action="store_true", help="use the exact benchmark ratio Λ*")
+    s.add_argument(
+        "--params",
+        nargs="+",
+        default=["mu", "mx", "my", "mx_my"],
+        choices=["mu", "mx", "my", "mx_my"],
+        help="what to scan (mx_my = the 2-D contour)",
+    )
+    s.add_argument("--n-points", type=int, default=21, help="points per 1-D scan")
+    s.add_argument("--out", help="directory for results/ and figures/")
+    s.set_defaults(func=cmd_scan)
 
     s = sub.add_parser(
         "demo",
