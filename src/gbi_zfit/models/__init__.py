@@ -1,6 +1,60 @@
-"""Ratio models Λ(x | θ) and density models used by the zfit PDFs."""
+"""Ratio models Λ(x | θ) and density models used by the zfit PDFs.
+
+Light names are imported here; the TensorFlow-Probability flows and the Keras models (CFM generator,
+classifier ensemble) load on first use (``gbi_zfit.models.BackgroundFlowEnsemble``,
+``gbi_zfit.models.ClassifierEnsemble``), so importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .base import RatioModel
 from .oracle import OracleRatio
+from .persistence import LoadedBundle, load_bundle, read_sidecar, save_bundle, verify_bundle
 
-__all__ = ["OracleRatio", "RatioModel"]
+_LAZY = {
+    "BackgroundFlowEnsemble": "gbi_zfit.models.flows",
+    "ConditionalFlow": "gbi_zfit.models.flows",
+    "FlowConfig": "gbi_zfit.models.flows",
+    "FlowPreprocessing": "gbi_zfit.models.flows",
+    "TrainingHistory": "gbi_zfit.models.training",
+    "CFMConfig": "gbi_zfit.models.cfm",
+    "CFMGenerator": "gbi_zfit.models.cfm",
+    "train_cfm": "gbi_zfit.models.cfm",
+    "ClassifierConfig": "gbi_zfit.models.classifier",
+    "ClassifierEnsemble": "gbi_zfit.models.classifier",
+    "train_classifier_ensemble": "gbi_zfit.models.classifier",
+    "FeatureTransform": "gbi_zfit.models.preprocessing",
+}
+
+__all__ = [
+    "BackgroundFlowEnsemble",
+    "CFMConfig",
+    "CFMGenerator",
+    "ClassifierConfig",
+    "ClassifierEnsemble",
+    "ConditionalFlow",
+    "FeatureTransform",
+    "FlowConfig",
+    "FlowPreprocessing",
+    "LoadedBundle",
+    "OracleRatio",
+    "RatioModel",
+    "TrainingHistory",
+    "load_bundle",
+    "read_sidecar",
+    "save_bundle",
+    "train_cfm",
+    "train_classifier_ensemble",
+    "verify_bundle",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gbi_zfit.models' has no attribute {name!r}")

@@ -1,0 +1,897 @@
+"""The parameterized PAWS classifier g(x, θ) and its ensemble as a ratio model Λ_FS(x | θ).
+
+Training (any Keras 3 backend)
+    An MLP (paper: 256-128-64, ReLU) sees the preprocessed features x (log masses, logit τ ratios,
+    standardised; :class:`~gbi_zfit.models.preprocessing.FeatureTransform`) and the scaled masses θ as
+    extra inputs, and outputs a logit. Signal comes from the benchmark at a grid of θ (default
+    mX, mY ∈ 50…600 GeV, step 50, the same number of events at every point); background is the SR
+    background sample (from the CFM generator, or the true benchmark background for ablations) with θ
+    drawn from the same grid, uniformly — so N_B(θ)/N_S(θ) = N_B/N_S for every θ. Loss: binary
+    cross-entropy on the logit (the same optimum as a sigmoid output, numerically safer); early stopping
+    on a stratified validation split. Members differ in their signal realisation, background split,
+    θ assignment and initial weights (one :class:`numpy.random.SeedSequence` child each) and are trained
+    through the :mod:`gbi_zfit.parallel` executor.
+
+Evaluation (always TensorFlow, float64 output)
+    :class:`ClassifierEnsemble` keeps the member weights as stacked arrays (K, n_in, n_out) and evaluates
+    all members in one batched matmul per layer, in pure TensorFlow — whatever backend trained them — so
+    zfit and the fit engine call it inside their graphs with θ as differentiable tensors. With
+    z_k the member logits,
+
+        log Λ_FS = log κ(θ) + log⟨g⟩ − log(1 − ⟨g⟩)
+                 = log κ(θ) + LSE_k log σ(z_k) − LSE_k log σ(−z_k),
+
+    which is stable for any logits. κ modes: ``"fixed"`` (κ = N_B/N_S of the balanced training set) and
+    ``"sampled"`` (κ(θ) = 1 / E_B[⟨g⟩/(1 − ⟨g⟩)] on a background reference sample, computed on the training
+    grid and interpolated by a smooth tensor-product Chebyshev fit of log κ in θ).
+
+Fast path (DESIGN §5)
+    :meth:`~ClassifierEnsemble.precompute` transforms the events once per data set (cast to
+    ``fast_dtype`` and cut into chunks); :meth:`~ClassifierEnsemble.log_ratio_precomputed` runs the
+    network chunk by chunk in ``fast_dtype`` (default float32) and combines the members in float64. Its θ
+    gradient is exact and cheap: θ enters only the first layer, so one backward pass per chunk gives
+    ∂ log Λ_i/∂θ for every event i; the per-event gradients are attached with ``tf.custom_gradient``.
+    Memory is bounded by the chunk size (the exact path keeps all activations of all events for
+    autodiff). With ``fast_dtype="float64"`` the fast path equals the exact path to rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ..data.benchmark import LHCOSim
+from ..data.events import FeatureSet, get_feature_set
+from ..errors import ConfigError, FitError, InputError, ModelFileError
+from ..parallel import Executor, SerialExecutor, run_tasks, spawn_seeds
+from .base import RatioModel
+from .device import device_plan, training_scope
+from .preprocessing import FeatureTransform
+from .training import fit_early_stopping, seed_ints
+
+__all__ = [
+    "KAPPA_MODES",
+    "ClassifierConfig",
+    "ClassifierEnsemble",
+    "KappaSurface",
+    "build_classifier_network",
+    "train_classifier_ensemble",
+]
+
+log = logging.getLogger(__name__)
+
+KAPPA_MODES = ("fixed", "sampled")
+_KIND = "classifier"
+_KIND_VERSION = 1
+_PAPER_GRID = tuple(float(m) for m in range(50, 601, 50))
+_F64 = tf.float64
+
+
+# ----------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class ClassifierConfig:
+    """Architecture, training grid and training settings of the classifier ensemble.
+
+    Use :meth:`preset` for the named settings: ``"paper"`` (256-128-64, 10 members, full grid),
+    ``"quick"`` (small models for 2 CPU cores, ≲ 5 min) and ``"test"`` (seconds).
+
+    Attributes
+    ----------
+    hidden : tuple of int
+        Widths of the ReLU hidden layers.
+    n_members : int
+        Ensemble size.
+    mx_grid, my_grid : tuple of float
+        Training masses (GeV); every (mX, mY) pair of the two lists is a training point.
+    n_signal_per_point : int
+        Signal events per grid point (balanced).
+    n_background : int or None
+        Background events per member (``None``: all of the given sample).
+    epochs, patience, batch_size : int
+        Maximum epochs, early-stopping patience, batch size.
+    learning_rate : float
+        Adam learning rate.
+    validation_fraction : float
+        Stratified validation split for early stopping.
+    kappa_mode : {"fixed", "sampled"}
+        Default κ mode of the trained ensemble (both are always computed).
+    kappa_degree : int
+        Degree per θ axis of the Chebyshev fit of log κ (``"sampled"``), capped by the grid size.
+    kappa_reference_size : int
+        Background events used to compute the sampled κ.
+    fast_dtype : {"float32", "float64"}
+        Precision of the fast fit path.
+    """
+
+    hidden: tuple[int, ...] = (256, 128, 64)
+    n_members: int = 10
+    mx_grid: tuple[float, ...] = _PAPER_GRID
+    my_grid: tuple[float, ...] = _PAPER_GRID
+    n_signal_per_point: int = 2500
+    n_background: int | None = None
+    epochs: int = 100
+    patience: int = 10
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.2
+    kappa_mode: str = "fixed"
+    kappa_degree: int = 4
+    kappa_reference_size: int = 50_000
+    fast_dtype: str = "float32"
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.mx_grid = tuple(float(m) for m in self.mx_grid)
+        self.my_grid = tuple(float(m) for m in self.my_grid)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"hidden must list positive layer widths, got {self.hidden}")
+        if self.n_members < 1 or self.n_signal_per_point < 2 or self.epochs < 1 or self.patience < 1:
+            raise ConfigError("n_members, epochs, patience must be ≥ 1 and n_signal_per_point ≥ 2")
+        if not (0.0 < self.validation_fraction < 0.9):
+            raise ConfigError(f"validation_fraction must be in (0, 0.9), got {self.validation_fraction}")
+        if self.kappa_mode not in KAPPA_MODES:
+            raise ConfigError(f"kappa_mode must be one of {KAPPA_MODES}, got {self.kappa_mode!r}")
+        if self.fast_dtype not in ("float32", "float64"):
+            raise ConfigError(f"fast_dtype must be 'float32' or 'float64', got {self.fast_dtype!r}")
+        for name in ("mx_grid", "my_grid"):
+            grid = getattr(self, name)
+            if len(grid) < 1 or min(grid) < 25.0 or max(grid) > 700.0 or len(set(grid)) != len(grid):
+                raise ConfigError(f"{name} must hold distinct masses in [25, 700] GeV, got {grid}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> ClassifierConfig:
+        """Named settings: ``"paper"``, ``"quick"`` or ``"test"``; keyword arguments override fields."""
+        presets = {
+            "paper": {},
+            "quick": {
+                "hidden": (128, 64, 32),
+                "n_members": 3,
+                "n_signal_per_point": 600,
+                "n_background": 90_000,
+                "epochs": 12,
+                "patience": 3,
+                "batch_size": 512,
+                "kappa_reference_size": 20_000,
+            },
+            "test": {
+                "hidden": (32, 16),
+                "n_members": 2,
+                "mx_grid": (100.0, 300.0, 500.0),
+                "my_grid": (100.0, 300.0, 500.0),
+                "n_signal_per_point": 300,
+                "n_background": 3000,
+                "epochs": 3,
+                "patience": 2,
+                "batch_size": 256,
+                "kappa_degree": 2,
+                "kappa_reference_size": 2000,
+            },
+        }
+        if name not in presets:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    @property
+    def grid(self) -> np.ndarray:
+        """All training points (mX, mY), shape (P, 2)."""
+        return np.array([(a, b) for a in self.mx_grid for b in self.my_grid], dtype=np.float64)
+
+    @property
+    def theta_bounds(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        return (min(self.mx_grid), max(self.mx_grid)), (min(self.my_grid), max(self.my_grid))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("hidden", "mx_grid", "my_grid"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassifierConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _theta_scaling(bounds) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and half-width per axis, so the training range maps to [−1, 1] (half-width ≥ 25 GeV)."""
+    lo = np.array([b[0] for b in bounds], dtype=np.float64)
+    hi = np.array([b[1] for b in bounds], dtype=np.float64)
+    return 0.5 * (lo + hi), np.maximum(0.5 * (hi - lo), 25.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the Keras network (training side)
+
+
+def build_classifier_network(n_inputs: int, hidden: Sequence[int], seed: int = 0):
+    """The Keras 3 MLP: ``n_inputs`` → ReLU layers ``hidden`` → one logit (seeded Glorot init)."""
+    import keras
+
+    inputs = keras.Input((n_inputs,), name="inputs")
+    h = inputs
+    for i, width in enumerate(hidden):
+        h = keras.layers.Dense(
+            int(width),
+            activation="relu",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=int(seed) + i),
+            name=f"hidden_{i}",
+        )(h)
+    out = keras.layers.Dense(
+        1, kernel_initializer=keras.initializers.GlorotUniform(seed=int(seed) + len(hidden)), name="logit"
+    )(h)
+    return keras.Model(inputs, out, name="parameterized_classifier")
+
+
+class _MemberTrainer:
+    """Per-worker state: the background sample, the transform and the config (built once per worker)."""
+
+    def __init__(self, background: np.ndarray, config: dict, transform: dict, sim: LHCOSim, feature_set: str):
+        self.background = np.asarray(background, dtype=np.float64)
+        self.config = ClassifierConfig.from_dict(config)
+        self.transform = FeatureTransform.from_dict(transform)
+        self.sim = sim
+        self.feature_set = get_feature_set(feature_set)
+
+    def inputs(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        center, scale = _theta_scaling(self.config.theta_bounds)
+        return np.concatenate([self.transform.forward(x), (theta - center) / scale], axis=1).astype(
+            np.float32
+        )
+
+    def member_data(self, seed: np.random.SeedSequence):
+        """Training data of one member: (inputs, labels, val inputs, val labels, shuffling rng, N_B, N_S).
+
+        Signal at every grid point (balanced), background with θ drawn uniformly from the grid; the
+        validation split is stratified, so N_B/N_S is the same in both parts.
+        """
+        cfg = self.config
+        s_sig, s_bkg = seed.spawn(2)
+        grid = cfg.grid
+        n_pt = cfg.n_signal_per_point
+        n_val_pt = max(1, int(round(cfg.validation_fraction * n_pt)))
+        sig_seeds = s_sig.spawn(len(grid))
+        sig_tr, sig_va, th_tr, th_va = [], [], [], []
+        for (mx, my), ss in zip(grid, sig_seeds, strict=True):
+            x = self.sim.sample_signal(n_pt, mx, my, seed=ss, region="sr").features(self.feature_set)
+            sig_va.append(x[:n_val_pt])
+            sig_tr.append(x[n_val_pt:])
+            th_va.append(np.tile([mx, my], (n_val_pt, 1)))
+            th_tr.append(np.tile([mx, my], (n_pt - n_val_pt, 1)))
+        rng = np.random.default_rng(s_bkg)
+        n_b = (
+            len(self.background) if cfg.n_background is None else min(cfg.n_background, len(self.background))
+        )
+        bkg = self.background[rng.permutation(len(self.background))[:n_b]]
+        theta_b = grid[rng.integers(len(grid), size=n_b)]
+        n_b_val = max(1, int(round(cfg.validation_fraction * n_b)))
+        x_tr = np.concatenate([*sig_tr, bkg[n_b_val:]])
+        t_tr = np.concatenate([*th_tr, theta_b[n_b_val:]])
+        y_tr = np.concatenate([np.ones(sum(len(s) for s in sig_tr)), np.zeros(n_b - n_b_val)])
+        x_va = np.concatenate([*sig_va, bkg[:n_b_val]])
+        t_va = np.concatenate([*th_va, theta_b[:n_b_val]])
+        y_va = np.concatenate([np.ones(n_val_pt * len(grid)), np.zeros(n_b_val)])
+        return (
+            self.inputs(x_tr, t_tr),
+            y_tr.astype(np.float32)[:, None],
+            self.inputs(x_va, t_va),
+            y_va.astype(np.float32)[:, None],
+            rng,
+            n_b,
+            n_pt * len(grid),
+        )
+
+    def train(self, index: int, seed: np.random.SeedSequence, progress: bool = False) -> dict:
+        import keras
+
+        cfg = self.config
+        s_data, s_init = seed.spawn(2)
+        x_tr, y_tr, x_va, y_va, rng, n_b, n_s = self.member_data(s_data)
+        init_seed = seed_ints(s_init)[0] % (2**31 - 1000)
+        with training_scope():
+            model = build_classifier_network(x_tr.shape[1], cfg.hidden, init_seed)
+            model.compile(
+                optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            )
+            history = fit_early_stopping(
+                lambda batch: model.train_on_batch(batch[0], batch[1]),
+                lambda arrays: model.evaluate(arrays[0], arrays[1], batch_size=8192, verbose=0),
+                (x_tr, y_tr),
+                (x_va, y_va),
+                batch_size=cfg.batch_size,
+                max_epochs=cfg.epochs,
+                patience=cfg.patience,
+                seed=rng,
+                get_weights=model.get_weights,
+                set_weights=model.set_weights,
+                progress=progress,
+                desc=f"classifier member {index}",
+            )
+        if not any(math.isfinite(v) for v in history.val_loss):
+            raise FitError(f"classifier member {index} diverged (validation loss {history.val_loss})")
+        return {
+            "weights": [np.asarray(w, np.float64) for w in model.get_weights()],
+            "history": {**history.to_dict(), "n_train": len(y_tr), "n_val": len(y_va)},
+            "n_background": n_b,
+            "n_signal": n_s,
+            "seed": {"entropy": str(seed.entropy), "spawn_key": list(seed.spawn_key)},
+        }
+
+
+def _train_member_task(state: _MemberTrainer, item) -> dict:
+    index, seed = item
+    return state.train(index, seed)
+
+
+def train_classifier_ensemble(
+    background: np.ndarray,
+    config: ClassifierConfig | None = None,
+    *,
+    sim: LHCOSim | None = None,
+    feature_set: str | FeatureSet = "paws",
+    seed: int | np.random.SeedSequence | None = 0,
+    executor: Executor | None = None,
+    kappa_reference: np.ndarray | None = None,
+    progress: bool = False,
+) -> ClassifierEnsemble:
+    """Train the classifier ensemble and return it as a ratio model.
+
+    Parameters
+    ----------
+    background : ndarray (n, d)
+        SR background features: the CFM sample (:meth:`~gbi_zfit.models.cfm.CFMGenerator.sample_sr_background`,
+        the GBI-PAWS method) or, to separate generator from classifier errors, the true SR background of
+        the benchmark.
+    config : ClassifierConfig
+        Settings (default: the paper's).
+    sim : LHCOSim
+        Signal simulator (default: the standard benchmark).
+    seed : int or SeedSequence
+        Member ``i`` uses child ``i`` of ``SeedSequence(seed)``, whatever the executor.
+    executor : Executor
+        Where members train (default in-process; a Dask executor trains them in parallel).
+    kappa_reference : ndarray (m, d), optional
+        Background sample for the sampled κ (default: a random subset of ``background``).
+    progress : bool
+        Show progress bars.
+    """
+    cfg = config or ClassifierConfig()
+    fs = get_feature_set(feature_set)
+    sim = sim or LHCOSim()
+    bkg = np.asarray(background, dtype=np.float64)
+    if bkg.ndim != 2 or bkg.shape[1] != fs.dim or len(bkg) < 10 or not np.isfinite(bkg).all():
+        raise InputError(
+            f"background must be a finite (n ≥ 10, {fs.dim}) array of {fs.names}; got {bkg.shape}"
+        )
+    transform = FeatureTransform.fit(bkg, fs.names)
+    *seeds, kappa_seed = spawn_seeds(seed, cfg.n_members + 1)
+    factory = functools.partial(_MemberTrainer, bkg, cfg.to_dict(), transform.to_dict(), sim, fs.name)
+    t0 = time.perf_counter()
+    results = run_tasks(
+        executor or SerialExecutor(),
+        factory,
+        _train_member_task,
+        list(enumerate(seeds)),
+        desc="classifier ensemble",
+        progress=progress,
+    )
+    train_time = time.perf_counter() - t0
+    ratios = [r["n_background"] / r["n_signal"] for r in results]
+    ensemble = ClassifierEnsemble(
+        [r["weights"] for r in results],
+        transform,
+        theta_bounds=cfg.theta_bounds,
+        log_kappa=float(np.log(np.mean(ratios))),
+        kappa_mode="fixed",
+        feature_set=fs,
+        fast_dtype=cfg.fast_dtype,
+        metadata={
+            "config": cfg.to_dict(),
+            "histories": [r["history"] for r in results],
+            "seeds": [r["seed"] for r in results],
+            "kappa_fixed_per_member": ratios,
+            "train_time_s": train_time,
+            "device": device_plan().to_dict(),
+        },
+    )
+    if kappa_reference is None:
+        rng = np.random.default_rng(kappa_seed)
+        kappa_reference = bkg[rng.permutation(len(bkg))[: cfg.kappa_reference_size]]
+    ensemble.calibrate_kappa(kappa_reference, grid=cfg.grid, degree=cfg.kappa_degree)
+    ensemble.kappa_mode = cfg.kappa_mode
+    return ensemble
+
+
+# ----------------------------------------------------------------------------------------------------
+# κ(θ) surface
+
+
+def _chebyshev(u, degree: int, xp):
+    """[T_0(u), …, T_degree(u)] along a new last axis (numpy or tf)."""
+    terms = [xp.ones_like(u), u]
+    for _ in range(2, degree + 1):
+        terms.append(2.0 * u * terms[-1] - terms[-2])
+    return xp.stack(terms[: degree + 1], axis=-1)
+
+
+@dataclass
+class KappaSurface:
+    """Smooth log κ(θ): tensor-product Chebyshev series in the scaled masses, fitted on a θ grid.
+
+    Attributes
+    ----------
+    coef : list of lists
+        Coefficients c_ij of Σ c_ij T_i(u) T_j(v), u, v the scaled mX, mY in [−1, 1].
+    grid : list of [mX, mY]
+        Where log κ was computed.
+    log_kappa : list of float
+        log κ = −log E_B[⟨g⟩/(1 − ⟨g⟩)] at the grid points.
+    residual_rms, residual_max : float
+        Fit residuals of log κ on the grid.
+    n_reference : int
+        Background events used.
+    """
+
+    coef: list[list[float]]
+    grid: list[list[float]]
+    log_kappa: list[float]
+    residual_rms: float = 0.0
+    residual_max: float = 0.0
+    n_reference: int = 0
+
+    @property
+    def degree(self) -> int:
+        return len(self.coef) - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> KappaSurface:
+        return cls(**dict(d))
+
+
+def _fit_kappa_surface(ts: np.ndarray, log_kappa: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    n_u, n_v = len(np.unique(ts[:, 0])), len(np.unique(ts[:, 1]))
+    deg = max(0, min(int(degree), n_u - 1, n_v - 1))
+    tu, tv = _chebyshev(ts[:, 0], deg, np), _chebyshev(ts[:, 1], deg, np)
+    basis = (tu[:, :, None] * tv[:, None, :]).reshape(len(ts), -1)
+    coef, *_ = np.linalg.lstsq(basis, log_kappa, rcond=None)
+    return coef.reshape(deg + 1, deg + 1), log_kappa - basis @ coef
+
+
+# ----------------------------------------------------------------------------------------------------
+# the ensemble as a ratio model (evaluation side, pure TensorFlow)
+
+
+def _log_odds(z: tf.Tensor) -> tf.Tensor:
+    """log⟨σ(z)⟩ − log(1 − ⟨σ(z)⟩) over the member axis 0 of logits z (K, n); stable for any z."""
+    return tf.reduce_logsumexp(-tf.math.softplus(-z), axis=0) - tf.reduce_logsumexp(
+        -tf.math.softplus(z), axis=0
+    )
+
+
+def _as_f64(v) -> tf.Tensor:
+    """A float64 scalar tensor; Python/numpy numbers are converted directly (``tf.cast`` of a Python float
+    would round it to float32 first: 325.00001 → 325.0)."""
+    if isinstance(v, (int, float, np.number, np.ndarray)):
+        return tf.constant(np.asarray(v, dtype=np.float64))
+    return tf.cast(v, _F64)
+
+
+def _is_eager_number(v) -> bool:
+    if isinstance(v, (int, float, np.number)):
+        return True
+    return isinstance(v, tf.Tensor) and tf.executing_eagerly() and hasattr(v, "numpy") and v.shape.rank == 0
+
+
+class ClassifierEnsemble(RatioModel):
+    """Λ_FS(x | θ) = κ(θ) ⟨g⟩ / (1 − ⟨g⟩) of an ensemble of parameterized classifiers.
+
+    Normally created by :func:`train_classifier_ensemble` or :meth:`load`; implements
+    :class:`~gbi_zfit.models.base.RatioModel`, so :class:`~gbi_zfit.pdf.RatioPDF`,
+    :class:`~gbi_zfit.inference.SignalFitter`, profiles and toys use it like the oracle.
+
+    Parameters
+    ----------
+    members : sequence of weight lists
+        Per member ``[W_0, b_0, …, W_out, b_out]`` as returned by ``keras.Model.get_weights()`` of
+        :func:`build_classifier_network`; W_0 has d + 2 rows (features, then scaled mX, mY).
+    transform : FeatureTransform
+        The feature preprocessing used in training.
+    theta_bounds : ((float, float), (float, float))
+        Training range of mX and mY (GeV); θ outside raises :class:`~gbi_zfit.errors.ParameterRangeError`
+        at the API boundary (:meth:`check_theta`, numpy helpers, eager calls).
+    log_kappa : float
+        log κ of the ``"fixed"`` mode (log N_B/N_S of the training set).
+    kappa_mode : {"fixed", "sampled"}
+        Which κ to use; ``"sampled"`` needs :meth:`calibrate_kappa` (or a saved surface).
+    kappa_surface : KappaSurface, optional
+        The sampled κ(θ).
+    feature_set : str or FeatureSet
+        Features the model expects.
+    fast_dtype : {"float32", "float64"}
+        Precision of the network in the fast path; members are always combined in float64.
+    chunk_size : int, optional
+        Events per chunk in the fast path (default: ~64 MB of activations per chunk).
+    metadata : dict, optional
+        Training configuration, histories, seeds (kept in the saved bundle).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Sequence[np.ndarray]],
+        transform: FeatureTransform,
+        *,
+        theta_bounds,
+        log_kappa: float,
+        kappa_mode: str = "fixed",
+        kappa_surface: KappaSurface | None = None,
+        feature_set: str | FeatureSet = "paws",
+        fast_dtype: str = "float32",
+        chunk_size: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        self.feature_set = get_feature_set(feature_set)
+        if tuple(transform.names) != tuple(self.feature_set.names):
+            raise InputError(
+                f"transform features {transform.names} ≠ model features {self.feature_set.names}"
+            )
+        self.transform = transform
+        (a, b), (c, d) = theta_bounds
+        self.theta_bounds = ((float(a), float(b)), (float(c), float(d)))
+        self._center, self._scale = _theta_scaling(self.theta_bounds)
+        self.log_kappa_fixed = float(log_kappa)
+        if not math.isfinite(self.log_kappa_fixed):
+            raise InputError(f"log_kappa must be finite, got {log_kappa}")
+        self.kappa_surface = kappa_surface
+        self.kappa_mode = kappa_mode
+        if fast_dtype not in ("float32", "float64"):
+            raise InputError(f"fast_dtype must be 'float32' or 'float64', got {fast_dtype!r}")
+        self.fast_dtype = fast_dtype
+        self.metadata = dict(metadata or {})
+        self._set_members(members)
+        if chunk_size is None:
+            per_event = self.n_members * sum(self.hidden) * (4 if fast_dtype == "float32" else 8) * 3
+            chunk_size = int(np.clip((64 << 20) // per_event, 256, 65536))
+        self.chunk_size = int(chunk_size)
+
+    # -- construction -------------------------------------------------------------------------------
+    def _set_members(self, members) -> None:
+        members = [[np.asarray(w, dtype=np.float64) for w in m] for m in members]
+        if not members:
+            raise InputError("an ensemble needs at least one member")
+        shapes = [tuple(w.shape for w in m) for m in members]
+        if len(set(shapes)) != 1:
+            raise InputError(f"ensemble members have different architectures: {set(shapes)}")
+        ws = members[0]
+        d = self.feature_set.dim
+        if len(ws) < 4 or len(ws) % 2 or ws[0].shape[0] != d + 2 or ws[-1].shape[-1] != 1:
+            raise InputError(
+                f"member weights must be [W_0, b_0, …, W_out, b_out] with W_0 of shape ({d + 2}, h) and a "
+                f"single output; got shapes {shapes[0]}"
+            )
+        self._members_np = members
+        self.hidden = tuple(int(w.shape[1]) for w in ws[0:-2:2])
+        stacked = [np.stack([m[i] for m in members]) for i in range(len(ws))]  # (K, in, out) / (K, out)
+        self._layers = {}
+        for name, dt in (("float64", tf.float64), ("float32", tf.float32)):
+            w0 = stacked[0]
+            layers = {
+                "wx": tf.constant(w0[:, :d, :], dt),  # (K, d, H1)
+                "wt": tf.constant(w0[:, d:, :], dt),  # (K, 2, H1)
+                "b0": tf.constant(stacked[1][:, None, :], dt),  # (K, 1, H1)
+                "rest": [
+                    (tf.constant(stacked[i], dt), tf.constant(stacked[i + 1][:, None, :], dt))
+                    for i in range(2, len(stacked), 2)
+                ],
+            }
+            self._layers[name] = layers
+
+    @property
+    def n_members(self) -> int:
+        return len(self._members_np)
+
+    @property
+    def member_weights(self) -> list[list[np.ndarray]]:
+        """Copies of the member weights (``keras.Model.set_weights`` order)."""
+        return [[w.copy() for w in m] for m in self._members_np]
+
+    @property
+    def kappa_mode(self) -> str:
+        return self._kappa_mode
+
+    @kappa_mode.setter
+    def kappa_mode(self, mode: str) -> None:
+        if mode not in KAPPA_MODES:
+            raise InputError(f"kappa_mode must be one of {KAPPA_MODES}, got {mode!r}")
+        if mode == "sampled" and self.kappa_surface is None:
+            raise InputError("kappa_mode='sampled' needs a κ surface: call calibrate_kappa(reference) first")
+        self._kappa_mode = mode
+
+    def with_kappa(self, mode: str) -> ClassifierEnsemble:
+        """A copy sharing the weights, with another κ mode."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.kappa_mode = mode
+        return new
+
+    # -- θ handling ---------------------------------------------------------------------------------
+    def _scaled_theta(self, mx, my) -> tuple[tf.Tensor, tf.Tensor]:
+        theta = tf.stack([_as_f64(mx), _as_f64(my)])
+        return theta, (theta - self._center) / self._scale
+
+    def _check_eager(self, mx, my) -> None:
+        if _is_eager_number(mx) and _is_eager_number(my):
+            self.check_theta(float(mx), float(my))
+
+    def _log_kappa(self, ts: tf.Tensor) -> tf.Tensor:
+        if self._kappa_mode == "fixed":
+            return tf.constant(self.log_kappa_fixed, _F64)
+        coef = tf.constant(np.asarray(self.kappa_surface.coef), _F64)
+        deg = self.kappa_surface.degree
+        tu = _chebyshev(ts[0], deg, tf)
+        tv = _chebyshev(ts[1], deg, tf)
+        return tf.reduce_sum(coef * tu[:, None] * tv[None, :])
+
+    def log_kappa(self, mx: float, my: float) -> float:
+        """log κ(θ) of the current mode."""
+        self.check_theta(mx, my)
+        return float(self._log_kappa(self._scaled_theta(mx, my)[1]))
+
+    # -- the network in TensorFlow ----------------------------------------------------------------
+    def _pre_activations(self, xs: tf.Tensor, ts: tf.Tensor, dtype: str) -> list[tf.Tensor]:
+        """Pre-activations of every layer, (K, n, width), from features xs (n, d) and scaled θ (2,).
+
+        θ enters only the first layer: a_0 = W_x x + W_θ θ + b_0; then a_l = W_l relu(a_(l−1)) + b_l. The
+        last entry holds the member logits (K, n, 1).
+        """
+        L = self._layers[dtype]
+        dt = L["wx"].dtype
+        theta_part = tf.einsum("i,kih->kh", tf.cast(ts, dt), L["wt"])[:, None, :]
+        a = tf.matmul(tf.cast(xs, dt)[None], L["wx"]) + theta_part + L["b0"]
+        pre = [a]
+        for w, b in L["rest"]:
+            a = tf.matmul(tf.nn.relu(a), w) + b
+            pre.append(a)
+        return pre
+
+    def _logits(self, xs: tf.Tensor, ts: tf.Tensor, dtype: str) -> tf.Tensor:
+        """Member logits (K, n) in float64."""
+        return tf.cast(self._pre_activations(xs, ts, dtype)[-1][..., 0], _F64)
+
+    # -- exact path (float64, plain autodiff) -------------------------------------------------------
+    # No Python control flow depends on tensors below: autograph is not needed (and tracing is faster).
+    @tf.autograph.experimental.do_not_convert
+    def log_ratio(self, x: tf.Tensor, mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
+        """log Λ_FS(x | θ) in float64, differentiable (any order) in ``mx`` and ``my``."""
+        self._check_eager(mx, my)
+        xs = self.transform.forward(tf.convert_to_tensor(x, _F64))
+        _, ts = self._scaled_theta(mx, my)
+        return _log_odds(self._logits(xs, ts, "float64")) + self._log_kappa(ts)
+
+    # -- fast path ----------------------------------------------------------------------------------
+    def precompute(self, x: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Transformed events (float64), padded and cut into chunks: ``(chunks (m, c, d), n)``."""
+        xs = self.transform.forward(tf.convert_to_tensor(x, _F64))
+        n = int(xs.shape[0]) if xs.shape[0] is not None else None
+        if n is None:
+            raise InputError("precompute needs events with a known number of rows")
+        c = max(1, min(self.chunk_size, n))
+        m = -(-n // c)
+        xs = tf.pad(xs, [[0, m * c - n], [0, 0]])
+        return tf.reshape(xs, [m, c, self.feature_set.dim]), tf.constant(n, tf.int32)
+
+    def _chunk_value_and_grad(self, xc: tf.Tensor, ts: tf.Tensor):
+        """log-odds (c,) and its gradient w.r.t. the scaled θ (c, 2), by one forward + backward pass."""
+        L = self._layers[self.fast_dtype]
+        dt = L["wx"].dtype
+        pre = self._pre_activations(xc, ts, self.fast_dtype)
+        z = tf.cast(pre[-1][..., 0], _F64)  # (K, c)
+        log_g, log_1mg = -tf.math.softplus(-z), -tf.math.softplus(z)
+        value = tf.reduce_logsumexp(log_g, axis=0) - tf.reduce_logsumexp(log_1mg, axis=0)
+        # ∂ value / ∂ z_k = softmax_k(log g)·σ(−z_k) + softmax_k(log(1−g))·σ(z_k)
+        dz = tf.nn.softmax(log_g, axis=0) * tf.math.sigmoid(-z)
+        dz += tf.nn.softmax(log_1mg, axis=0) * tf.math.sigmoid(z)
+        delta = tf.cast(dz, dt)[..., None]  # (K, c, 1): gradient w.r.t. the output pre-activation
+        for (w, _), a_prev in zip(reversed(L["rest"]), reversed(pre[:-1]), strict=True):
+            delta = tf.matmul(delta, w, transpose_b=True) * tf.cast(a_prev > 0, dt)
+        grad = tf.reduce_sum(tf.matmul(delta, L["wt"], transpose_b=True), axis=0)  # (c, 2)
+        return value, tf.cast(grad, _F64)
+
+    def _fast_log_odds(self, chunks: tf.Tensor, n: tf.Tensor, ts: tf.Tensor) -> tf.Tensor:
+        @tf.custom_gradient
+        def log_odds(ts):
+            vals, grads = tf.map_fn(
+                lambda xc: self._chunk_value_and_grad(xc, ts),
+                chunks,
+                fn_output_signature=(tf.TensorSpec([None], _F64), tf.TensorSpec([None, 2], _F64)),
+                parallel_iterations=1,
+            )
+            vals = tf.reshape(vals, [-1])[:n]
+            grads = tf.reshape(grads, [-1, 2])[:n]
+
+            def grad_fn(upstream):
+                return tf.linalg.matvec(grads, tf.cast(upstream, _F64), transpose_a=True)
+
+            return vals, grad_fn
+
+        return log_odds(ts)
+
+    @tf.autograph.experimental.do_not_convert
+    def log_ratio_precomputed(self, aux, mx, my) -> tf.Tensor:
+        """log Λ_FS from :meth:`precompute` (network in ``fast_dtype``, exact θ-gradient, float64 out)."""
+        self._check_eager(mx, my)
+        chunks, n = aux
+        _, ts = self._scaled_theta(mx, my)
+        return self._fast_log_odds(chunks, n, ts) + self._log_kappa(ts)
+
+    # -- numpy helpers ------------------------------------------------------------------------------
+    def member_logits(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
+        """Per-member logits z_k(x, θ), shape (K, n), in float64 (exact path)."""
+        self.check_theta(mx, my)
+        xs = self.transform.forward(np.asarray(x, np.float64))
+        _, ts = self._scaled_theta(float(mx), float(my))
+        return self._logits(tf.constant(xs), ts, "float64").numpy()
+
+    def predict(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
+        """Ensemble-averaged classifier output ⟨g⟩(x, θ), shape (n,)."""
+        z = self.member_logits(x, mx, my)
+        return (0.5 * (1.0 + np.tanh(0.5 * z))).mean(axis=0)
+
+    def _log_odds_batches(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """log(⟨g⟩/(1 − ⟨g⟩)) without κ, for several θ (P, 2) → (P, n), fast dtype, no gradient."""
+        chunks, n = self.precompute(tf.constant(np.asarray(x, np.float64)))
+
+        @tf.function(reduce_retracing=True)
+        def run(ts):
+            vals = tf.map_fn(
+                lambda xc: _log_odds(self._logits(xc, ts, self.fast_dtype)),
+                chunks,
+                fn_output_signature=tf.TensorSpec([None], _F64),
+            )
+            return tf.reshape(vals, [-1])[:n]
+
+        ts_all = (np.asarray(theta, np.float64) - self._center) / self._scale
+        return np.stack([run(tf.constant(t)).numpy() for t in ts_all])
+
+    def calibrate_kappa(
+        self, reference: np.ndarray, *, grid: np.ndarray | None = None, degree: int = 4
+    ) -> KappaSurface:
+        """Compute the sampled κ(θ) = 1 / E_B[⟨g⟩/(1 − ⟨g⟩)] on ``grid`` and fit the smooth surface.
+
+        Parameters
+        ----------
+        reference : ndarray (m, d)
+            Background events (SR background: the CFM sample or a held-out part of it).
+        grid : ndarray (P, 2), optional
+            θ points (default: the training grid from the metadata, else 12 × 12 points over the bounds).
+        degree : int
+            Chebyshev degree per axis (capped by the number of distinct grid values − 1).
+        """
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.ndim != 2 or ref.shape[1] != self.feature_set.dim or len(ref) < 2:
+            raise InputError(f"reference must be a (m ≥ 2, {self.feature_set.dim}) array; got {ref.shape}")
+        if grid is None:
+            cfg = self.metadata.get("config")
+            if cfg:
+                grid = ClassifierConfig.from_dict(cfg).grid
+            else:
+                (a, b), (c, d) = self.theta_bounds
+                grid = np.array([(u, v) for u in np.linspace(a, b, 12) for v in np.linspace(c, d, 12)])
+        grid = np.asarray(grid, dtype=np.float64)
+        for mx, my in grid:
+            self.check_theta(mx, my)
+        lo = self._log_odds_batches(ref, grid)  # (P, m)
+        log_kappa = -(np.logaddexp.reduce(lo, axis=1) - np.log(lo.shape[1]))
+        ts = (grid - self._center) / self._scale
+        coef, resid = _fit_kappa_surface(ts, log_kappa, degree)
+        self.kappa_surface = KappaSurface(
+            coef=coef.tolist(),
+            grid=grid.tolist(),
+            log_kappa=log_kappa.tolist(),
+            residual_rms=float(np.sqrt(np.mean(resid**2))),
+            residual_max=float(np.max(np.abs(resid))),
+            n_reference=len(ref),
+        )
+        return self.kappa_surface
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, path: str | Path, *, keras_members: bool = True) -> Path:
+        """Save as a model bundle (:mod:`gbi_zfit.models.persistence`).
+
+        Members are written as ``.keras`` files (usable on their own with ``keras.saving.load_model``) or,
+        with ``keras_members=False``, as ``.npz`` weight lists. The sidecar holds the preprocessing, θ
+        scaling, both κ modes, the configuration, training histories and seeds.
+        """
+        from .persistence import save_bundle
+
+        members: dict[str, Any] = {}
+        for i, ws in enumerate(self._members_np):
+            if keras_members:
+                net = build_classifier_network(self.feature_set.dim + 2, self.hidden)
+                net.set_weights(ws)
+                members[f"member_{i:02d}"] = net
+            else:
+                members[f"member_{i:02d}"] = ws
+        meta = {
+            "theta_bounds": [list(b) for b in self.theta_bounds],
+            "theta_center": self._center.tolist(),
+            "theta_scale": self._scale.tolist(),
+            "hidden": list(self.hidden),
+            "log_kappa_fixed": self.log_kappa_fixed,
+            "kappa_mode": self.kappa_mode,
+            "kappa_surface": None if self.kappa_surface is None else self.kappa_surface.to_dict(),
+            "fast_dtype": self.fast_dtype,
+            "feature_set": self.feature_set.name,
+            **self.metadata,
+        }
+        return save_bundle(
+            path,
+            kind=_KIND,
+            kind_version=_KIND_VERSION,
+            members=members,
+            features=self.feature_set.names,
+            preprocessing=self.transform.to_dict(),
+            metadata=meta,
+        )
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, feature_set: str | FeatureSet = "paws", **overrides
+    ) -> ClassifierEnsemble:
+        """Load a bundle written by :meth:`save` (on any Keras backend); ``overrides`` e.g. ``fast_dtype``.
+
+        Raises
+        ------
+        ModelFileError
+            Missing/corrupt/tampered files, another kind of model, or other features.
+        """
+        from .persistence import load_bundle
+
+        fs = get_feature_set(feature_set)
+        members, sidecar = load_bundle(
+            path, kind=_KIND, kind_version=_KIND_VERSION, expected_features=fs.names
+        )
+        meta = dict(sidecar["metadata"])
+        try:
+            weights = [
+                m if isinstance(m, list) else [np.asarray(w) for w in m.get_weights()]
+                for m in members.values()
+            ]
+            surface = meta.pop("kappa_surface", None)
+            kwargs = {
+                "theta_bounds": tuple(tuple(b) for b in meta.pop("theta_bounds")),
+                "log_kappa": meta.pop("log_kappa_fixed"),
+                "kappa_surface": None if surface is None else KappaSurface.from_dict(surface),
+                "kappa_mode": meta.pop("kappa_mode", "fixed"),
+                "fast_dtype": meta.pop("fast_dtype", "float32"),
+                "feature_set": fs,
+            }
+            for k in ("theta_center", "theta_scale", "hidden", "feature_set"):
+                meta.pop(k, None)
+            kwargs.update(overrides)
+            return cls(weights, FeatureTransform.from_dict(sidecar["preprocessing"]), metadata=meta, **kwargs)
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise ModelFileError(f"{path}: invalid classifier bundle: {exc}") from exc
+
+    def __repr__(self) -> str:
+        (a, b), (c, d) = self.theta_bounds
+        return (
+            f"ClassifierEnsemble({self.n_members} × {'-'.join(map(str, self.hidden))}, κ {self.kappa_mode}, "
+            f"mX ∈ [{a:g}, {b:g}], mY ∈ [{c:g}, {d:g}] GeV, fast {self.fast_dtype})"
+        )
