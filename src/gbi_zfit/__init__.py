@@ -12,10 +12,8 @@ The public API is small; heavy dependencies (TensorFlow, zfit) load on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from . import errors
+from ._util import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -59,12 +57,7 @@ __all__ = [  # noqa: RUF022 -- grouped by layer, like _LAZY
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gbi_zfit' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -34,3 +34,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def lazy_getattr(module_globals: dict, lazy: dict[str, str]):
+    """A module ``__getattr__`` (PEP 562) importing ``name`` from ``lazy[name]`` on first use.
+
+    Keeps ``import gbi_zfit`` and its subpackages cheap: TensorFlow, zfit and Keras load only when a
+    name that needs them is touched. The value is cached in the module's globals.
+    """
+    import importlib
+
+    def __getattr__(name: str):
+        if name in lazy:
+            value = getattr(importlib.import_module(lazy[name]), name)
+            module_globals[name] = value
+            return value
+        raise AttributeError(f"module {module_globals['__name__']!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -7,9 +7,7 @@ classifier ensemble) load on first use (``gbi_zfit.models.BackgroundFlowEnsemble
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._util import lazy_getattr
 from .base import RatioModel
 from .oracle import OracleRatio
 from .persistence import LoadedBundle, load_bundle, read_sidecar, save_bundle, verify_bundle
@@ -52,9 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gbi_zfit.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _LAZY)

@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._util import lazy_getattr
 from .penalty import low_mass_penalty
 from .ratio import RatioPDF
 
@@ -16,9 +14,4 @@ _LAZY = {"FlowPDF": "gbi_zfit.pdf.flow"}
 __all__ = ["FlowPDF", "RatioPDF", "low_mass_penalty"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gbi_zfit.pdf' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _LAZY)
