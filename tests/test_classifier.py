@@ -23,20 +23,20 @@ OFF_GRID = (325.0, 175.0)
 
 @pytest.fixture(scope="module")
 def ensemble(sim):
-    background = sim.sample_background_sr(16_000, seed=31).features("paws")
+    background = sim.sample_background_sr(24_000, seed=31).features("paws")
     cfg = ClassifierConfig.preset(
         "test",
         **LOCAL_GRID,
         hidden=(64, 64, 32),
-        n_members=2,
-        n_signal_per_point=800,
+        n_members=3,
+        n_signal_per_point=1500,
         n_background=None,
-        epochs=14,
+        epochs=20,
         patience=3,
         batch_size=512,
         learning_rate=2e-3,
         kappa_degree=3,
-        kappa_reference_size=16_000,
+        kappa_reference_size=24_000,
     )
     return train_classifier_ensemble(background, cfg, seed=1)
 
@@ -80,7 +80,7 @@ def test_config_presets_and_validation():
 
 @pytest.mark.parametrize("theta", [(300.0, 150.0), OFF_GRID])
 def test_log_ratio_correlates_with_oracle(ensemble, sim, background_test, theta):
-    """Measured Pearson r ≈ 0.97 on and off the grid for this small ensemble; require 0.9."""
+    """Measured Pearson r = 0.977 (on the grid) and 0.975 (off) for this small ensemble; require 0.9."""
     sig = sim.sample_signal(1000, *theta, seed=34).features("paws")
     x = np.concatenate([background_test[:4000], sig])
     learned = ensemble.log_ratio_numpy(x, *theta)
@@ -91,17 +91,18 @@ def test_log_ratio_correlates_with_oracle(ensemble, sim, background_test, theta)
 
 def test_kappa_modes(ensemble, background_test):
     meta = ensemble.metadata
-    n_b = 16_000
-    n_s = 800 * 16
+    n_b = 24_000
+    n_s = 1500 * 16
     assert ensemble.log_kappa_fixed == pytest.approx(np.log(n_b / n_s))  # N_B / N_S of the balanced set
-    assert meta["kappa_fixed_per_member"] == pytest.approx([n_b / n_s] * 2)
+    assert meta["kappa_fixed_per_member"] == pytest.approx([n_b / n_s] * 3)
     sampled = ensemble.with_kappa("sampled")
     assert ensemble.kappa_mode == "fixed"  # with_kappa returns a copy
     surface = sampled.kappa_surface
     assert surface.residual_max < 1e-8  # degree 3 on a 4 × 4 grid interpolates exactly
     # on the reference sample E_B[Λ] = 1 at every grid point by construction; on an independent sample
-    # (100k events) it holds to the Monte Carlo accuracy of a heavy-tailed mean (the oracle itself gives
-    # 0.95 here); measured 1.03–1.10.
+    # (100k events) it holds to the Monte Carlo accuracy of a heavy-tailed mean: measured 0.98 / 1.02 /
+    # 1.11 at the three θ (the exact Λ* gives 0.95 / 0.96 / 0.99 on the same events). The fixed κ of this
+    # small ensemble gives 0.62–0.76: it is the sampled κ that closes.
     for theta in [(300.0, 150.0), OFF_GRID, (400.0, 100.0)]:
         e_b = np.mean(np.exp(sampled.log_ratio_numpy(background_test, *theta)))
         assert e_b == pytest.approx(1.0, abs=0.2)
@@ -264,8 +265,9 @@ def _offgrid_fit(model, sim, *, s_over_sqrt_b, n_background, seed, start, hesse=
 def test_offgrid_fit_recovers_theta(ensemble, sim):
     """θ = (325, 175) lies between grid points; S/√B = 5 on 20k SR background events; the fit starts at
     the nearest grid point. With the sampled κ (E_B[Λ] = 1 at every θ) both masses come out within 10 %
-    (measured: mX −2 %, mY +2 %). The fixed κ needs a better-trained model for that (this small one
-    puts mY ~15 % high, because its E_B[Λ_fixed] drifts with θ): see the slow test below."""
+    (measured: mX +6 %, mY +5 %; HESSE errors ≈ 3 GeV, so this is the model's interpolation bias). The
+    fixed κ needs a better-trained model for that (this small one puts mY 15 % high, because its
+    E_B[Λ_fixed] drifts with θ): see the slow test below."""
     res, truth = _offgrid_fit(
         ensemble.with_kappa("sampled"),
         sim,
@@ -282,7 +284,10 @@ def test_offgrid_fit_recovers_theta(ensemble, sim):
 
 @pytest.mark.slow
 def test_offgrid_fit_quick_preset_full_grid(sim):
-    """The --quick preset on the paper's full 50…600 GeV grid (true background): θ = (325, 175) within 10 %."""
+    """The quick preset on the paper's full 50…600 GeV grid (true background): θ = (325, 175) within 10 %.
+
+    Measured (≈100 s): κ fixed (324.0, 179.4), κ sampled (331.5, 180.1); μ̂ 0.0182 for a true 0.0156.
+    """
     background = sim.sample_background_sr(90_000, seed=50).features("paws")
     model = train_classifier_ensemble(background, ClassifierConfig.preset("quick"), seed=2)
     assert model.theta_bounds == ((50.0, 600.0), (50.0, 600.0))

@@ -151,3 +151,10 @@ def test_bad_arguments(sim, oracle, background_sr):
         SignalFitter(oracle, bad)
     with pytest.raises(InputError, match="shape"):
         SignalFitter(oracle, bad[:, :4])
+
+
+def test_retries_after_invalid_migrad_reach_strategy_two(sim, oracle):
+    """An invalid first MIGRAD (tiny call budget) is retried, up to strategy 2, without crashing."""
+    sr, _ = _sr_data(sim, 1.0, 10, n_background=50_000)
+    res = SignalFitter(oracle, sr).fit({"mu": 0.3, "mx": 600.0, "my": 30.0}, ncall=3, retries=2)
+    assert res.info["retries"] == 2

@@ -129,3 +129,14 @@ def test_low_mass_penalty_is_smooth_and_zero_above_threshold():
 def test_tf_float64_output(oracle, background_sr):
     out = oracle.log_ratio(tf.constant(background_sr.features()[:10]), 300.0, 150.0)
     assert out.dtype == tf.float64
+
+
+def test_python_float_theta_keeps_float64_precision(sim):
+    """θ given as a Python float is not rounded through float32 (325.00001 ≠ 325.0)."""
+    from gbi_zfit.data.benchmark_tf import BenchmarkDensitiesTF
+
+    x = sim.sample_signal(50, 325, 175, seed=1, region="sr").features()
+    d = BenchmarkDensitiesTF(sim)
+    np.testing.assert_allclose(
+        d.log_ps_x(x, 325.00001, 175.0).numpy(), sim.log_ps_x(x, 325.00001, 175.0), rtol=1e-12, atol=1e-12
+    )

@@ -36,6 +36,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def as_float64(value):
+    """``value`` as a float64 tensor without a float32 detour.
+
+    ``tf.cast(325.00001, tf.float64)`` first makes a float32 constant (325.0); Python and numpy scalars
+    are therefore converted directly, tensors and variables are cast.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    if isinstance(value, (float, int, np.floating, np.integer, np.ndarray)):
+        return tf.constant(value, tf.float64)
+    return tf.cast(value, tf.float64)
+
+
 def lazy_getattr(module_globals: dict, lazy: dict[str, str]):
     """A module ``__getattr__`` (PEP 562) importing ``name`` from ``lazy[name]`` on first use.
 

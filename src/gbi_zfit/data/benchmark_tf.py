@@ -11,8 +11,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from .benchmark import LHCOSim
+from .._util import as_float64
 from ..errors import InputError
+from .benchmark import LHCOSim
 from .events import get_feature_set
 
 __all__ = ["BenchmarkDensitiesTF"]
@@ -123,7 +124,7 @@ class BenchmarkDensitiesTF:
 
     def _log_jet_mass_s(self, log_m, mass):
         s = self.sim.signal
-        log_mass = tf.math.log(tf.cast(mass, tf.float64))
+        log_mass = tf.math.log(as_float64(mass))
         core = math.log(s.core_fraction) + _log_normal_pdf(log_m, log_mass, s.core_log_sigma)
         tail = math.log1p(-s.core_fraction) + _log_normal_pdf(
             log_m, log_mass + math.log(s.tail_scale), s.tail_log_sigma

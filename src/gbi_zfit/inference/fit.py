@@ -304,7 +304,8 @@ class SignalFitter:
         attempts = 0
         while not m.valid and attempts < retries:
             attempts += 1
-            m.strategy = 2 if attempts >= 2 else m.strategy
+            if attempts >= 2:
+                m.strategy = 2
             m.migrad(ncall=ncall)
         out = FitResult(
             values={n: float(m.values[n]) for n in names},

@@ -42,6 +42,7 @@ from keras import ops
 
 from ..data.events import Events, FeatureSet, get_feature_set
 from ..errors import ConfigError, FitError, InputError, ModelFileError
+from ..parallel import spawn_seeds
 from .device import device_plan, training_scope
 from .preprocessing import FeatureTransform
 from .training import TrainingHistory, fit_early_stopping, seed_ints
@@ -408,8 +409,7 @@ class CFMGenerator:
             if not (math.isfinite(factor) and factor > 0):
                 raise InputError(f"factor must be > 0, got {factor}")
             n = int(round(factor * float(mjj_fit.n_sr)))
-        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        s_mjj, s_x = ss.spawn(2)
+        s_mjj, s_x = spawn_seeds(seed, 2)
         mjj = mjj_fit.sample_sr(n, seed=s_mjj)
         x = self.sample(mjj, seed=s_x, steps=steps, method=method)
         return SRBackgroundSample(mjj, x, self.feature_set.names)
@@ -525,7 +525,7 @@ def train_cfm(
     if len(x) < 20 or not (np.isfinite(x).all() and np.isfinite(mjj).all()):
         raise InputError(f"need ≥ 20 finite sideband events, got {len(x)}")
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    s_split, s_val, s_epochs, s_init, s_noise = ss.spawn(5)
+    s_split, s_val, s_epochs, s_init, s_noise = spawn_seeds(ss, 5)
     rng = np.random.default_rng(s_split)
     perm = rng.permutation(len(x))
     if cfg.max_events is not None:

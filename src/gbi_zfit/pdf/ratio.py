@@ -8,6 +8,7 @@ import zfit
 import zfit.z.numpy as znp
 from zfit import z
 
+from .._util import as_float64
 from ..errors import InputError
 from ..models.base import RatioModel
 
@@ -19,7 +20,7 @@ _MAX_LOG_RATIO = 600.0
 
 def log_mixture_ratio(log_ratio: tf.Tensor, mu: tf.Tensor) -> tf.Tensor:
     """log(μ Λ + 1 − μ) = log1p(μ (Λ − 1)), stable for μ → 0 and with finite ∂/∂μ at μ = 0."""
-    mu = tf.cast(mu, tf.float64)
+    mu = as_float64(mu)
     return tf.math.log1p(mu * tf.math.expm1(tf.minimum(log_ratio, _MAX_LOG_RATIO)))
 
 
