@@ -1,10 +1,4 @@
-"""The ``gbi`` command line.
-
-Subcommands: ``generate`` (benchmark data to ROOT/HDF5/npz), ``info`` (versions, devices),
-``fit`` (fit a data file) and ``demo`` (generate + oracle fit + figure). Heavy imports happen inside the
-subcommands so that ``gbi --help`` is instant. Errors from :mod:`gbi_zfit.errors` print one line and
-exit with status 2 (``--debug`` shows the traceback).
-"""
+"""Basic ``gbi`` subcommands: ``info``, ``generate``, ``fit``, ``scan`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -15,41 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import GBIError, InputError
-
-EXAMPLES = """\
-examples:
-  gbi demo --out gbi-output                      # generate, fit with the oracle, plot (≈1–2 min)
-  gbi generate --out data.root --s-over-sqrt-b 1 --mx 300 --my 150 --seed 1
-  gbi fit data.root --oracle --minos --out results/
-  gbi info
-"""
+from .. import __version__
+from ..errors import InputError
+from ._common import out_dirs, quiet_tf, write_manifest
 
 
-def _quiet_tf() -> None:
-    os.environ.setdefault("ZFIT_DISABLE_TF_WARNINGS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def _out_dirs(out: Path) -> dict[str, Path]:
-    dirs = {k: out / k for k in ("data", "results", "figures")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    return dirs
-
-
-def _write_manifest(out: Path, entry: dict) -> None:
-    """Append what produced the files in ``out`` (command, seed, versions) to ``manifest.json``."""
-    from ._util import atomic_write_text
-
-    path = out / "manifest.json"
-    items = json.loads(path.read_text()) if path.exists() else []
-    items.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "gbi_zfit": __version__, **entry})
-    atomic_write_text(path, json.dumps(items, indent=2))
-
-
-# -------------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     import importlib.metadata as md
 
@@ -74,7 +38,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {pkg:<24}{md.version(pkg)}")
         except md.PackageNotFoundError:
             print(f"  {pkg:<24}not installed")
-    _quiet_tf()
+    quiet_tf()
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -85,8 +49,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .data.benchmark import LHCOSim
-    from .data.io import write_events
+    from ..data.benchmark import LHCOSim
+    from ..data.io import write_events
 
     if (args.mu is None) == (args.s_over_sqrt_b is None):
         raise InputError("give exactly one of --mu or --s-over-sqrt-b")
@@ -115,8 +79,8 @@ def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | Non
     """SR selection, multi-start oracle fit, JSON result and figure."""
     import numpy as np
 
-    from .inference.fit import SignalFitter
-    from .models.oracle import OracleRatio
+    from ..inference.fit import SignalFitter
+    from ..models.oracle import OracleRatio
 
     sr = sim.signal_region.signal_region(events)
     ratio = OracleRatio(sim)
@@ -127,9 +91,9 @@ def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | Non
     result.info["wall_time_s"] = time.perf_counter() - t0
     print(result)
     if out is not None:
-        dirs = _out_dirs(out)
+        dirs = out_dirs(out)
         result.to_json(dirs["results"] / f"{tag}.json")
-        from .plotting import plot_fit
+        from ..plotting import plot_fit
 
         mx, my, mu = result.values["mx"], result.values["my"], result.values["mu"]
         title = f"oracle fit: μ̂ = {mu:.3g}, m̂X = {mx:.0f} GeV, m̂Y = {my:.0f} GeV"
@@ -151,7 +115,7 @@ def _profiles(fitter, result, out: Path | None, tag: str, params, *, two_d: bool
     """1-D profile scans of ``params`` and optionally the 2-D (mX, mY) scan; JSON + figures."""
     import numpy as np
 
-    from .inference.profile import profile_1d, profile_2d
+    from ..inference.profile import profile_1d, profile_2d
 
     scans = {}
     for name in params:
@@ -171,10 +135,10 @@ def _profiles(fitter, result, out: Path | None, tag: str, params, *, two_d: bool
         scan2d = profile_2d(fitter, mxs, mys, best=result)
         print(scan2d)
     if out is not None:
-        from ._util import atomic_write_text
-        from .plotting.profile import plot_profile_1d, plot_profile_2d
+        from .._util import atomic_write_text
+        from ..plotting.profile import plot_profile_1d, plot_profile_2d
 
-        dirs = _out_dirs(out)
+        dirs = out_dirs(out)
         payload = {n: s.to_dict() for n, s in scans.items()}
         if scan2d is not None:
             payload["mx_my"] = scan2d.to_dict()
@@ -194,14 +158,14 @@ def _profiles(fitter, result, out: Path | None, tag: str, params, *, two_d: bool
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .data.benchmark import LHCOSim
-    from .data.io import read_events
+    from ..data.benchmark import LHCOSim
+    from ..data.io import read_events
 
     if not args.oracle:
         raise InputError(
             "only the benchmark oracle ratio is available to `gbi fit` in this version: pass --oracle"
         )
-    _quiet_tf()
+    quiet_tf()
     events = read_events(args.path)
     out = Path(args.out) if args.out else None
     tag = Path(args.path).stem + "_fit"
@@ -211,21 +175,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.profiles:
         _profiles(fitter, result, out, tag, ("mu", "mx", "my"), two_d=True)
     if out is not None:
-        _write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)})
+        write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)})
     return 0
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .data.benchmark import LHCOSim
-    from .data.io import read_events
-    from .inference.fit import SignalFitter
-    from .models.oracle import OracleRatio
+    from ..data.benchmark import LHCOSim
+    from ..data.io import read_events
+    from ..inference.fit import SignalFitter
+    from ..models.oracle import OracleRatio
 
     if not args.oracle:
         raise InputError(
             "only the benchmark oracle ratio is available to `gbi scan` in this version: pass --oracle"
         )
-    _quiet_tf()
+    quiet_tf()
     sim = LHCOSim()
     sr = sim.signal_region.signal_region(read_events(args.path))
     fitter = SignalFitter(OracleRatio(sim), sr)
@@ -243,17 +207,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
         n_points=args.n_points,
     )
     if out is not None:
-        _write_manifest(out, {"command": " ".join(sys.argv), "input": str(args.path)})
+        write_manifest(out, {"command": " ".join(sys.argv), "input": str(args.path)})
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _quiet_tf()
-    from .data.benchmark import LHCOSim
-    from .data.io import write_events
+    quiet_tf()
+    from ..data.benchmark import LHCOSim
+    from ..data.io import write_events
 
     out = Path(args.out)
-    dirs = _out_dirs(out)
+    dirs = out_dirs(out)
     sim = LHCOSim()
     t0 = time.perf_counter()
     events = sim.make_dataset(
@@ -274,23 +238,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     truth = {"mu": mu_true, "mx": float(args.mx), "my": float(args.my)}
     _, result = _fit_oracle(events, sim=sim, out=out, minos=True, truth=truth, seed=args.seed, tag="demo_fit")
-    _write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "truth": truth})
+    write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "truth": truth})
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     return 0 if result.valid else 1
 
 
 # -------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gbi",
-        description="Generator-Based Inference for resonant searches (zfit plugin).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--version", action="version", version=f"gbi_zfit {__version__}")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub) -> None:
+    """Add the basic subcommands to the ``gbi`` subparsers."""
     s = sub.add_parser("info", help="versions, devices (GPU/CPU)")
     s.set_defaults(func=cmd_info)
 
@@ -354,23 +309,3 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-background", type=int, default=1_000_000)
     s.add_argument("--seed", type=int, default=1)
     s.set_defaults(func=cmd_demo)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except GBIError as err:
-        if args.debug:
-            raise
-        print(f"gbi {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

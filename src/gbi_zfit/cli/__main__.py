@@ -1,0 +1,7 @@
+"""``python -m gbi_zfit.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
