@@ -84,7 +84,7 @@ def test_bootstrap_spread_matches_hesse(sim, oracle):
     # 30 replicas: the sample standard deviation is known to ~13 %; the bound is loose but real
     assert 0.6 < mu.std(ddof=1) / sigma < 1.5
     assert abs(mu.mean() - data_fit.values["mu"]) < 3 * 1.5 * sigma / math.sqrt(len(mu))
-    np.testing.assert_array_equal(fitter.engine._w.numpy(), 1.0)  # the data's weights are restored
+    np.testing.assert_array_equal(fitter.engine.weights.numpy(), 1.0)  # the data's weights are restored
 
 
 def test_model_toy_counts(sim, oracle, reference_fitter):

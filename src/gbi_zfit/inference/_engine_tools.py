@@ -3,8 +3,8 @@
 Profile scans, Fisher information and discovery tests all need "the minimum of the fitter's NLL with
 some parameters fixed and others bounded differently from the fitter's own limits" — many times, so
 it must be cheap. These helpers run iminuit directly on the fitter's compiled engine (whatever the
-fitter's backend) and reach into the engine's events/weights (``_aux``, ``_w``, ``_value``), which is why
-they live here and not in the public API.
+fitter's backend) and take the engine's events/weights (``precomputed``, ``weights``) as graph inputs of
+``RatioNLL.nll_tensor``, so one compiled function serves every engine of the same model.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _signature(engine: RatioNLL) -> tuple:
-    aux = tuple(tf.TensorSpec([None, *a.shape[1:]], a.dtype) for a in engine._aux)
-    return aux
+    # any event count and chunk size; a scalar (a chunked model's event count) stays a scalar
+    return tuple(_any_length_spec(a) for a in engine.precomputed)
 
 
 def _compiled(engine: RatioNLL, kind: str, build):
@@ -52,7 +52,7 @@ def _compiled(engine: RatioNLL, kind: str, build):
 
 def engine_weights(engine: RatioNLL) -> np.ndarray:
     """The engine's current per-event weights."""
-    return engine._w.numpy()
+    return engine.weights.numpy()
 
 
 def log_ratio(engine: RatioNLL, mx: float, my: float) -> np.ndarray:
@@ -69,7 +69,9 @@ def log_ratio(engine: RatioNLL, mx: float, my: float) -> np.ndarray:
         return fn
 
     fn = _compiled(engine, "log_ratio", build)
-    return fn(engine._aux, tf.constant(float(mx), tf.float64), tf.constant(float(my), tf.float64)).numpy()
+    return fn(
+        engine.precomputed, tf.constant(float(mx), tf.float64), tf.constant(float(my), tf.float64)
+    ).numpy()
 
 
 def hessian(engine: RatioNLL, params) -> np.ndarray:
@@ -85,19 +87,19 @@ def hessian(engine: RatioNLL, params) -> np.ndarray:
                 outer.watch(p)
                 with tf.GradientTape() as inner:
                     inner.watch(p)
-                    value = template()._value(p, aux, w)
+                    value = template().nll_tensor(p, aux, w)
                 grad = inner.gradient(value, p)
             return outer.jacobian(grad, p, experimental_use_pfor=False)
 
         return fn
 
     fn = _compiled(engine, "hessian", build)
-    h = fn(tf.constant(np.asarray(params, np.float64)), engine._aux, engine._w).numpy()
+    h = fn(tf.constant(np.asarray(params, np.float64)), engine.precomputed, engine.weights).numpy()
     return 0.5 * (h + h.T)
 
 
 def penalty_value(engine: RatioNLL, mx: float, my: float) -> float:
-    """The engine's low-mass penalty at θ (the formula of ``RatioNLL._value``)."""
+    """The engine's low-mass penalty at θ (the formula of ``RatioNLL.nll_tensor``)."""
     if engine.penalty is None:
         return 0.0
     thr, scale, strength = engine.penalty
@@ -236,3 +238,14 @@ def constrained_minimum(
         m.strategy = min(2, attempt + 1)
         m.migrad()
     return Minimum(float(m.fval), {n: float(m.values[n]) for n in names}, bool(m.valid))
+
+
+def _any_length_spec(a: tf.Tensor) -> tf.TensorSpec:
+    """Spec of a precomputed tensor for any number of events: only the feature (last) axis is fixed.
+
+    Scalars stay scalars, e.g. the event count of :class:`~gbi_zfit.models.ClassifierEnsemble`'s
+    chunked events ``(chunks (m, c, d), n)``, whose chunk size c also depends on the event count.
+    """
+    if a.shape.rank == 0:
+        return tf.TensorSpec([], a.dtype)
+    return tf.TensorSpec([None] * (a.shape.rank - 1) + [a.shape[-1]], a.dtype)

@@ -81,7 +81,7 @@ class RatioNLL:
             self.background_yield = (nu, err)
         self.param_names = PARAM_NAMES + (("nu_b",) if self.extended else ())
         self._fn = tf.function(self._value_and_grad, reduce_retracing=True)
-        self._fn_value = tf.function(self._value, reduce_retracing=True)
+        self._fn_value = tf.function(self.nll_tensor, reduce_retracing=True)
         self.set_data(x, weights)
 
     # ------------------------------------------------------------------------------------------------
@@ -108,8 +108,23 @@ class RatioNLL:
         self._w = tf.constant(w)
         self.sum_weights = float(w.sum())
 
+    @property
+    def precomputed(self) -> tuple[tf.Tensor, ...]:
+        """The model's θ-independent per-event tensors of the current events (``RatioModel.precompute``)."""
+        return self._aux
+
+    @property
+    def weights(self) -> tf.Tensor:
+        """The current per-event weights (float64 tensor, shape (n,))."""
+        return self._w
+
     # ------------------------------------------------------------------------------------------------
-    def _value(self, p, aux, w):
+    def nll_tensor(self, p: tf.Tensor, aux: tuple[tf.Tensor, ...], w: tf.Tensor) -> tf.Tensor:
+        """The NLL as a TensorFlow expression of parameters ``p``, precomputed events ``aux`` and weights ``w``.
+
+        Pure in its arguments (the engine supplies only the model and the likelihood's configuration), so
+        compiled derivatives (Hessians, profiles) can take any events as inputs.
+        """
         mu, mx, my = p[0], p[1], p[2]
         log_ratio = self.ratio_model.log_ratio_precomputed(aux, mx, my)
         nll = -tf.reduce_sum(w * log_mixture_ratio(log_ratio, mu))
@@ -129,7 +144,7 @@ class RatioNLL:
     def _value_and_grad(self, p, aux, w):
         with tf.GradientTape() as tape:
             tape.watch(p)
-            v = self._value(p, aux, w)
+            v = self.nll_tensor(p, aux, w)
         return v, tape.gradient(v, p)
 
     def _check(self, params) -> tf.Tensor:

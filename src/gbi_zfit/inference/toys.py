@@ -199,7 +199,7 @@ def bootstrap_fits(
 
     engine = fitter.engine
     start = dict(start or fitter.values)
-    saved = engine._w.numpy()  # restore exactly what the caller had
+    saved = engine.weights.numpy()  # restore exactly what the caller had
     out = []
     try:
         for s in tqdm(spawn_seeds(seed, n_replicas), disable=not progress, desc="bootstrap", unit="fit"):
