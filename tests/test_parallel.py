@@ -199,7 +199,15 @@ def test_store_truncated_last_line_is_dropped(tmp_path, reference):
         SerialExecutor(), make_state, toy_fit, seeds[:6], store=ResultStore(path, config), progress=False
     )
     raw = path.read_bytes()
-    path.write_bytes(raw[:-25])  # a crash in the middle of writing task 5
+    path.write_bytes(raw[:-25])  # a crash in the middle of writing task 5 (or a write in progress)
+    reader = ResultStore(path, read_only=True)  # e.g. summarising a live run: sees 5, changes nothing
+    assert reader.done() == set(range(5))
+    assert path.read_bytes() == raw[:-25]
+    with pytest.raises(InputError, match="read-only"):
+        reader.append(5, {})
+    with pytest.raises(DataFileError, match="no result store"):
+        ResultStore(tmp_path / "missing.jsonl", read_only=True)
+    assert not (tmp_path / "missing.jsonl").exists()
     store = ResultStore(path, config)
     assert store.done() == set(range(5))
     assert path.read_bytes().endswith(b"\n")  # partial line removed before appending

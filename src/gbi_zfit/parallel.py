@@ -97,14 +97,19 @@ def spawn_seeds(seed: int | np.random.SeedSequence | None, n: int) -> list[np.ra
     list of numpy.random.SeedSequence
         Pass child ``i`` to ``np.random.default_rng`` inside task ``i``.
     """
-    if n < 0:
-        raise InputError(f"number of seeds must be >= 0, got {n}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise InputError(f"number of seeds must be an integer >= 0, got {n!r}")
     if isinstance(seed, np.random.SeedSequence):
         # spawn() advances the parent's counter; spawn from a fresh copy so that calling this twice with
         # the same SeedSequence gives the same children (as it does for an int).
         root = np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size)
     else:
-        root = np.random.SeedSequence(seed)
+        try:
+            root = np.random.SeedSequence(seed)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"seed must be None, an integer ≥ 0 or a SeedSequence, got {seed!r} ({exc})"
+            ) from None
         if seed is None:
             log.info(
                 "spawn_seeds: no seed given, using entropy %d (pass it as seed to reproduce)", root.entropy
@@ -341,7 +346,7 @@ class DaskExecutor(Executor):
                 self.client = distributed.Client(
                     scheduler_address, timeout=f"{timeout}s", set_as_default=False
                 )
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: malformed address
                 raise ConfigError(
                     f"cannot connect to the Dask scheduler at {scheduler_address!r} within {timeout:g} s: "
                     f"{exc}; check the address (e.g. tcp://host:8786) and that the scheduler is running"
@@ -505,7 +510,10 @@ def _dumps(obj: Any, **kw: Any) -> str:
 
 def config_hash(config: Any) -> str:
     """SHA-256 of the canonical JSON form of ``config`` (key order does not matter)."""
-    text = _dumps(config, sort_keys=True, separators=(",", ":"))
+    try:
+        text = _dumps(config, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"the configuration must be JSON-serialisable: {exc}") from exc
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -540,6 +548,9 @@ class ResultStore:
         Extra, unchecked information for the header of a new store (versions, command line, ...).
     fsync
         Fsync after every line (durable on power loss; costs ~ms per task).
+    read_only
+        Open an existing store for reading only: nothing is created, repaired or appended, so a store can
+        be summarised while its run is still writing to it (an incomplete last line is skipped, not cut).
 
     Raises
     ------
@@ -556,9 +567,15 @@ class ResultStore:
         *,
         meta: Mapping[str, Any] | None = None,
         fsync: bool = True,
+        read_only: bool = False,
     ):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DataFileError(f"{self.path} is a directory; give the path of a result-store file (.jsonl)")
+        if read_only and not (self.path.exists() and self.path.stat().st_size > 0):
+            raise DataFileError(f"{self.path}: no result store there (missing or empty file)")
         self.fsync = fsync
+        self.read_only = read_only
         self._check_config = config is not None
         self.config_hash = config_hash(config) if config is not None else None
         self.header: dict[str, Any] = {}
@@ -586,7 +603,7 @@ class ResultStore:
         raw = self.path.read_bytes()
         complete, _, partial = raw.rpartition(b"\n")
         lines = complete.decode("utf-8").split("\n") if complete else []
-        if partial:
+        if partial and not self.read_only:  # a reader may just see a write in progress
             log.warning(
                 "%s: dropping an incomplete last line (%d bytes) left by an interrupted write",
                 self.path,
@@ -622,7 +639,7 @@ class ResultStore:
                     f"{self.path}:{lineno}: corrupt record ({exc}); move the file away or delete that line"
                 ) from exc
             self._records.setdefault(index, result)
-        if partial:
+        if partial and not self.read_only:
             # Cut the partial line now; appending after it would glue a new record onto it.
             atomic_write_text(self.path, complete.decode("utf-8") + "\n")
 
@@ -652,6 +669,8 @@ class ResultStore:
         InputError
             ``result`` is not JSON-serialisable (nothing is written).
         """
+        if self.read_only:
+            raise InputError(f"{self.path} was opened read-only; open it without read_only=True to append")
         index = int(index)
         try:
             line = _dumps({"index": index, "result": result})
