@@ -3,6 +3,9 @@
 This is the README's quick start: our RatioPDF in a zfit UnbinnedNLL with the low-mass penalty as a
 constraint, minimised by zfit's Minuit, with HESSE and MINOS. Run: ``python examples/oracle_fit_zfit.py``
 (``--n-background`` smaller for a quicker run).
+
+≈ 1 min on 2 CPU cores with the defaults (1M background events, ≈ 118k in the SR); the tests use 250k
+background events (≈ 20 s).
 """
 
 from __future__ import annotations

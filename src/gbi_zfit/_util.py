@@ -4,36 +4,105 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+from .errors import DataFileError, GBIError
+
+__all__ = ["atomic_path", "atomic_write_text", "read_json_object"]
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary path next to ``path``; on success it replaces ``path`` atomically.
 
-    Nothing half-written is ever left at ``path``: on an exception the temporary file is removed and an
-    existing file at ``path`` stays untouched.
+    Nothing half-written is ever left at ``path``: on any exception (also ``KeyboardInterrupt``) the
+    temporary file is removed and an existing file at ``path`` stays untouched. The temporary file lives
+    in the target directory, so :func:`os.replace` is an atomic rename on one file system; it is created
+    exclusively (never reusing someone else's file) with the permissions a plain ``open()`` would give
+    (the umask decides), keeps the target's suffix (some writers, e.g. numpy, append one otherwise) and is
+    flushed to disk before the rename, so a crash cannot expose a stub.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The target file.
+    make_parents : bool
+        Create missing parent directories (default); ``False`` raises instead.
+
+    Raises
+    ------
+    DataFileError
+        The directory is missing (with ``make_parents=False``) or cannot be created, ``path`` is a
+        directory, or an ``OSError`` occurs while writing (full disk, permissions); nothing is written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    target = Path(os.fspath(path)).expanduser()
+    directory = target.parent
+    if make_parents:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataFileError(
+                f"cannot write {target}: cannot create directory {directory} ({exc})"
+            ) from exc
+    if not directory.is_dir():
+        raise DataFileError(f"cannot write {target}: directory {directory} does not exist; create it first")
+    if target.is_dir():
+        raise DataFileError(f"cannot write {target}: it is a directory; give a file name")
+    tmp = directory / f".{target.stem}.{secrets.token_hex(6)}.partial{target.suffix}"
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+        # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide, as for a normal open().
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise DataFileError(f"cannot create a file in {directory} ({exc}); check permissions") from exc
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:  # also KeyboardInterrupt: the partial file must go in every case
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, GBIError):
+            raise DataFileError(
+                f"writing {target} failed ({type(exc).__name__}: {exc}); nothing was written"
+            ) from exc
+        raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding=encoding)
+
+
+def read_json_object(text_or_path, what: str) -> dict:
+    """The JSON object in a file (path) or in a JSON string, for ``from_json`` class methods.
+
+    Raises
+    ------
+    DataFileError
+        The file cannot be read, is not valid JSON (e.g. truncated), or does not hold a JSON object.
+    """
+    import json
+
+    if isinstance(text_or_path, os.PathLike) or not str(text_or_path).lstrip().startswith(("{", "[")):
+        path = Path(os.fspath(text_or_path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"cannot read {what} from {path}: {exc}") from exc
+        source = str(path)
+    else:
+        text, source = str(text_or_path), "the JSON text"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFileError(f"{source} is not valid JSON ({exc}); is the file truncated or corrupt?") from exc
+    if not isinstance(obj, dict):
+        raise DataFileError(f"{source} does not hold {what} (a JSON object), but a {type(obj).__name__}")
+    return obj
 
 
 def as_float64(value):

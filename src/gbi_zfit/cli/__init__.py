@@ -1,9 +1,10 @@
 """The ``gbi`` command line.
 
-Subcommands: ``info``, ``generate``, ``fit``, ``scan`` and ``demo`` (:mod:`.basic`). Each module of this
-package registers its subcommands with ``register(sub)``; heavy imports happen inside the subcommands so
-that ``gbi --help`` is instant. Errors from :mod:`gbi_zfit.errors` print one line and exit with status 2
-(``--debug`` shows the traceback).
+Subcommands: ``info``, ``generate``, ``fit``, ``scan`` and ``demo`` (:mod:`.basic`); ``toys`` and
+``coverage`` (:mod:`.stats`). Each module of this package registers its subcommands with
+``register(sub)``; heavy imports happen inside the subcommands so that ``gbi --help`` is instant.
+Errors from :mod:`gbi_zfit.errors` print one line and exit with status 2 (``--debug`` shows the
+traceback).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ examples:
   gbi demo --out gbi-output                      # generate, fit with the oracle, plot (≈1–2 min)
   gbi generate --out data.root --s-over-sqrt-b 1 --mx 300 --my 150 --seed 1
   gbi fit data.root --oracle --minos --out results/
+  gbi coverage --s-over-sqrt-b 1 --n-toys 500 --dask --out cov1   # toys → coverage table; rerun resumes
   gbi info
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import basic
+    from . import basic, ranode, stats, train
 
     p = argparse.ArgumentParser(
         prog="gbi",
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"gbi_zfit {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (basic,):
+    for module in (basic, stats, train, ranode):
         module.register(sub)
     return p
 

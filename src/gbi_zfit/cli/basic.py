@@ -44,7 +44,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     gpus = tf.config.list_physical_devices("GPU")
     print(f"  TensorFlow devices: {[d.name for d in tf.config.list_physical_devices()]}")
     print(f"  GPU: {'yes, ' + str(len(gpus)) if gpus else 'none (training and fits run on the CPU)'}")
-    print(f"  CPU cores: {os.cpu_count()}")
+    from ..models.device import backend_name
+    from ..parallel import _available_cores
+
+    print(f"  Keras backend: {backend_name()} (set KERAS_BACKEND to change; fits always use TensorFlow)")
+    print(f"  CPU cores: {os.cpu_count()} ({_available_cores()} available to this process)")
+    versions = []
+    for pkg in ("dask", "distributed"):
+        try:
+            versions.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            versions.append(f"{pkg} not installed")
+    print(
+        f"  Dask: {', '.join(versions)}; `--dask` starts a LocalCluster with one single-threaded worker "
+        f"per available core ({_available_cores()}), `--scheduler ADDR` uses a running cluster"
+    )
     return 0
 
 
@@ -75,20 +89,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | None, seed: int, tag: str):
-    """SR selection, multi-start oracle fit, JSON result and figure."""
+def _benchmark_reference(sim, seed: int):
+    """200k true SR background events of the benchmark: the reference sample of the fit figures."""
     import numpy as np
 
+    return sim.sample_background_sr(200_000, seed=np.random.SeedSequence(seed).spawn(1)[0]).features()
+
+
+def _fit_ratio(
+    events, ratio, *, sim, reference, out: Path | None, minos: bool, truth: dict | None, tag: str, label: str
+):
+    """SR selection, multi-start fit with any ratio model, JSON result and figure."""
     from ..inference.fit import SignalFitter
-    from ..models.oracle import OracleRatio
 
     sr = sim.signal_region.signal_region(events)
-    ratio = OracleRatio(sim)
-    reference = sim.sample_background_sr(200_000, seed=np.random.SeedSequence(seed).spawn(1)[0]).features()
     fitter = SignalFitter(ratio, sr, reference=reference)
     t0 = time.perf_counter()
     result = fitter.fit_multistart(minos=("mu",) if minos else (), truth=truth)
     result.info["wall_time_s"] = time.perf_counter() - t0
+    result.info["ratio_model"] = label
     print(result)
     if out is not None:
         dirs = out_dirs(out)
@@ -96,7 +115,7 @@ def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | Non
         from ..plotting import plot_fit
 
         mx, my, mu = result.values["mx"], result.values["my"], result.values["mu"]
-        title = f"oracle fit: μ̂ = {mu:.3g}, m̂X = {mx:.0f} GeV, m̂Y = {my:.0f} GeV"
+        title = f"{label} fit: μ̂ = {mu:.3g}, m̂X = {mx:.0f} GeV, m̂Y = {my:.0f} GeV"
         x = sr.features(ratio.feature_set)
         fig = plot_fit(
             x,
@@ -109,6 +128,36 @@ def _fit_oracle(events, *, sim, out: Path | None, minos: bool, truth: dict | Non
         )
         print(f"wrote {dirs['results'] / (tag + '.json')} and {fig}")
     return fitter, result
+
+
+def _learned_ratio(model: str, kappa: str | None, reference: str | None, sim, seed: int):
+    """(ensemble, reference sample, label) for ``gbi fit --model``.
+
+    The reference sample of the figures: ``--reference`` if given, else the SR background sample the
+    ensemble was trained on (if that file is still there, unchanged), else the benchmark background.
+    """
+    from ..models.classifier import ClassifierEnsemble
+    from .train import _sr_background, events_digest, resolve_paws_bundle
+
+    ensemble = ClassifierEnsemble.load(resolve_paws_bundle(model))
+    if kappa is not None:
+        ensemble = ensemble.with_kappa(kappa)
+    if reference is not None:
+        ref = _sr_background(Path(reference), "--reference")[1]
+        print(f"reference sample for the figures: {reference}")
+    else:
+        recorded = ensemble.metadata.get("background") or {}
+        path = Path(recorded.get("path", ""))
+        ref = None
+        if recorded.get("path") and path.is_file():
+            events, x = _sr_background(path, "reference")
+            if events_digest(events) == recorded.get("sha256"):
+                ref = x
+                print(f"reference sample for the figures: {path} (the ensemble's training background)")
+        if ref is None:
+            ref = _benchmark_reference(sim, seed)
+            print("reference sample for the figures: the benchmark SR background")
+    return ensemble, ref, f"PAWS ({ensemble.n_members} members, κ {ensemble.kappa_mode})"
 
 
 def _profiles(fitter, result, out: Path | None, tag: str, params, *, two_d: bool, truth=None, n_points=21):
@@ -161,21 +210,42 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from ..data.benchmark import LHCOSim
     from ..data.io import read_events
 
-    if not args.oracle:
+    if bool(args.oracle) == bool(args.model):
         raise InputError(
-            "only the benchmark oracle ratio is available to `gbi fit` in this version: pass --oracle"
+            "give exactly one ratio model: --oracle (the exact benchmark ratio) or --model DIR (a trained "
+            "PAWS ensemble, `gbi train paws`)"
         )
+    if args.oracle and (args.kappa or args.reference):
+        raise InputError("--kappa and --reference apply to a learned ensemble (--model), not to --oracle")
     quiet_tf()
     events = read_events(args.path)
+    sim = LHCOSim()
+    if args.oracle:
+        from ..models.oracle import OracleRatio
+
+        ratio, reference, label = OracleRatio(sim), _benchmark_reference(sim, args.seed), "oracle"
+    else:
+        ratio, reference, label = _learned_ratio(args.model, args.kappa, args.reference, sim, args.seed)
     out = Path(args.out) if args.out else None
     tag = Path(args.path).stem + "_fit"
-    fitter, result = _fit_oracle(
-        events, sim=LHCOSim(), out=out, minos=args.minos, truth=None, seed=args.seed, tag=tag
+    fitter, result = _fit_ratio(
+        events,
+        ratio,
+        sim=sim,
+        reference=reference,
+        out=out,
+        minos=args.minos,
+        truth=None,
+        tag=tag,
+        label=label,
     )
     if args.profiles:
         _profiles(fitter, result, out, tag, ("mu", "mx", "my"), two_d=True)
     if out is not None:
-        write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)})
+        entry = {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)}
+        if args.model:
+            entry.update(model=str(args.model), kappa=ratio.kappa_mode)
+        write_manifest(out, entry)
     return 0
 
 
@@ -211,10 +281,48 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _side_by_side(results: dict, truth: dict) -> str:
+    """Fit results of several ratio models as one table: value with MINOS (else HESSE) errors, validity,
+    pull of μ, local significance and fit time."""
+    import math
+
+    def value(r, p, fmt):
+        v = f"{r.values[p]:{fmt}}"
+        if p in r.minos:
+            lo, hi = r.minos[p]
+            return f"{v} -{abs(lo):.2g}/+{hi:.2g}"
+        e = r.errors.get(p)
+        return v if e is None else f"{v} ± {e:.2g}"
+
+    def pull(r):
+        e = r.errors.get("mu")
+        return f"{(r.values['mu'] - truth['mu']) / e:+.2f}" if e else ""
+
+    rows = [["", "truth", *results]]
+    for p, unit, fmt in (("mu", "", ".4g"), ("mx", " [GeV]", ".1f"), ("my", " [GeV]", ".1f")):
+        rows.append([p + unit, f"{truth[p]:{fmt}}", *(value(r, p, fmt) for r in results.values())])
+    rows.append(["valid", "", *("yes" if r.valid else "NO" for r in results.values())])
+    rows.append(["pull μ", "", *(pull(r) for r in results.values())])
+    # NLL(μ = 0) = 0 (the constant Σ log p_B is omitted; θ is free above the penalty threshold), so the
+    # local test statistic of the background-only hypothesis is q₀ = −2 NLL_min.
+    rows.append(["local Z", "", *(f"{math.sqrt(max(0.0, -2.0 * r.nll)):.2f}σ" for r in results.values())])
+    rows.append(["fit time", "", *(f"{r.info.get('wall_time_s', math.nan):.1f} s" for r in results.values())])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  "
+        + row[0].ljust(widths[0])
+        + "".join(c.rjust(w + 3) for c, w in zip(row[1:], widths[1:], strict=True))
+        for row in rows
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.kappa and not args.learned:
+        raise InputError("--kappa applies to the learned ensemble: use it with --learned")
     quiet_tf()
     from ..data.benchmark import LHCOSim
     from ..data.io import write_events
+    from ..models.oracle import OracleRatio
 
     out = Path(args.out)
     dirs = out_dirs(out)
@@ -237,10 +345,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"S/√B = {args.s_over_sqrt_b}) in {time.perf_counter() - t0:.1f} s -> {data_path}"
     )
     truth = {"mu": mu_true, "mx": float(args.mx), "my": float(args.my)}
-    _, result = _fit_oracle(events, sim=sim, out=out, minos=True, truth=truth, seed=args.seed, tag="demo_fit")
-    write_manifest(out, {"command": " ".join(sys.argv), "seed": args.seed, "truth": truth})
+    reference = _benchmark_reference(sim, args.seed)
+    _, result = _fit_ratio(
+        events,
+        OracleRatio(sim),
+        sim=sim,
+        reference=reference,
+        out=out,
+        minos=True,
+        truth=truth,
+        tag="demo_fit",
+        label="oracle",
+    )
+    entry = {"command": " ".join(sys.argv), "seed": args.seed, "truth": truth}
+    valid = result.valid
+    if args.learned:
+        valid &= _demo_learned(args, events, sim, out, data_path, truth, result, t0)
+        entry["learned"] = True
+    write_manifest(out, entry)
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
-    return 0 if result.valid else 1
+    return 0 if valid else 1
+
+
+def _demo_learned(
+    args, events, sim, out: Path, data_path: Path, truth: dict, oracle_result, t0: float
+) -> bool:
+    """``gbi demo --learned``: quick CFM + quick PAWS (trained or reused), learned fit, comparison."""
+    from .._util import atomic_write_text
+    from .train import events_digest, learned_models
+
+    print(f"\n--- learned GBI-PAWS (quick presets; models cached in {out / 'models'}) ---")
+    models = learned_models(
+        events,
+        out,
+        seed=args.seed,
+        data_path=data_path,
+        data_digest=events_digest(events),
+        progress=sys.stderr.isatty(),
+    )
+    ensemble = models.ensemble.with_kappa(args.kappa) if args.kappa else models.ensemble
+    n_ref = min(len(models.background), 200_000)
+    _, learned = _fit_ratio(
+        events,
+        ensemble,
+        sim=sim,
+        reference=models.background[:n_ref],
+        out=out,
+        minos=True,
+        truth=truth,
+        tag="demo_fit_learned",
+        label=f"learned PAWS (κ {ensemble.kappa_mode})",
+    )
+    results = {"oracle": oracle_result, f"learned (κ {ensemble.kappa_mode})": learned}
+    print(f"\n{_side_by_side(results, truth)}")
+    q = models.quality.get("benchmark")
+    if q:
+        print(
+            f"  CFM SR background vs truth: C2ST AUC = {q['auc']:.3f} ± {q['auc_error']:.3f} (target ≤ 0.55)"
+        )
+    reused = [k for k, v in models.reused.items() if v]
+    print(
+        f"  learned models: {'reused ' + ', '.join(reused) if reused else 'trained'} "
+        f"({models.train_time_s:.0f} s); total so far {time.perf_counter() - t0:.0f} s"
+    )
+    payload = {
+        "truth": truth,
+        "oracle": oracle_result.to_dict(),
+        "learned": learned.to_dict(),
+        "kappa": ensemble.kappa_mode,
+        "cfm_quality": models.quality,
+        "reused": models.reused,
+        "models_time_s": models.train_time_s,
+    }
+    path = out_dirs(out)["results"] / "demo_comparison.json"
+    atomic_write_text(path, json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+    return learned.valid
 
 
 # -------------------------------------------------------------------------------------------------
@@ -266,11 +446,22 @@ def register(sub) -> None:
 
     s = sub.add_parser(
         "fit",
-        help="fit μ, mX, mY of a data file in the SR",
-        epilog="example: gbi fit data.root --oracle --minos --out results/",
+        help="fit μ, mX, mY of a data file in the SR (oracle or learned ratio model)",
+        epilog="examples: gbi fit data.root --oracle --minos --out results/\n"
+        "          gbi fit data.root --model run/models/paws --out run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("path", help="data file (.root, .h5, .npz)")
     s.add_argument("--oracle", action="store_true", help="use the exact benchmark ratio Λ*")
+    s.add_argument(
+        "--model", metavar="DIR", help="use a trained PAWS ensemble (models/paws of `gbi train paws`)"
+    )
+    s.add_argument("--kappa", choices=("fixed", "sampled"), help="κ mode of --model (default: as saved)")
+    s.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="SR background sample for the figures (default: the one --model was trained on)",
+    )
     s.add_argument("--minos", action="store_true", help="MINOS interval for μ")
     s.add_argument("--out", help="directory for results/ and figures/")
     s.add_argument(
@@ -308,4 +499,13 @@ def register(sub) -> None:
     s.add_argument("--my", type=float, default=150.0)
     s.add_argument("--n-background", type=int, default=1_000_000)
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument(
+        "--learned",
+        action="store_true",
+        help=(
+            "also train (or reuse from OUT/models/) the quick CFM and PAWS ensemble and fit with them; "
+            "prints oracle and learned results side by side (≲ 10 min on 2 cores)"
+        ),
+    )
+    s.add_argument("--kappa", choices=("fixed", "sampled"), help="κ mode of the learned fit (default fixed)")
     s.set_defaults(func=cmd_demo)

@@ -44,7 +44,13 @@ def to_zfit_data(
     """
     fs = get_feature_set(feature_set)
     space = space or feature_space(fs)
-    x = events.features(fs) if isinstance(events, Events) else np.asarray(events, dtype=np.float64)
+    try:
+        x = events.features(fs) if isinstance(events, Events) else np.asarray(events, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"events must be Events or a numeric (n, {space.n_obs}) array; got {type(events).__name__} "
+            "that does not convert to numbers"
+        ) from None
     if x.ndim != 2 or x.shape[1] != space.n_obs:
         raise InputError(f"features must have shape (n, {space.n_obs}) for obs {space.obs}; got {x.shape}")
     if len(x) == 0:

@@ -27,10 +27,28 @@ _MIN_PLAUSIBLE_MJ_GEV = 1.0
 
 def _as_label(label) -> np.ndarray:
     lab = np.asarray(label)
+    if lab.dtype == bool:
+        lab = lab.astype(np.int8)  # True = signal
     if lab.size and (not np.issubdtype(lab.dtype, np.number) or not np.isin(lab, (0, 1)).all()):
         bad = lab[~np.isin(lab, (0, 1))][:5] if np.issubdtype(lab.dtype, np.number) else lab[:5]
         raise InputError(f"labels must be 0 (background) or 1 (signal); found e.g. {bad.tolist()}")
     return lab.astype(np.int8)
+
+
+def _as_column(values, name: str) -> np.ndarray:
+    """A float64 copy of one column; non-numeric or complex values are an :class:`InputError`."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":  # also object arrays: None / mixed types become NaN-checked floats
+        if arr.dtype.kind == "O":
+            try:
+                return np.array(arr, dtype=np.float64)
+            except (TypeError, ValueError):
+                pass
+        raise InputError(
+            f"column {name!r} must hold real numbers (GeV for masses), got dtype {arr.dtype}; "
+            "convert it (e.g. strings from a CSV) before building Events"
+        )
+    return np.array(arr, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -111,8 +129,13 @@ class Events:
         *,
         validate: bool = True,
     ):
+        if not isinstance(columns, Mapping) and not hasattr(columns, "keys"):  # pandas.DataFrame is fine
+            raise InputError(
+                f"columns must be a mapping {{name: 1-d array}} with the names {list(COLUMNS)}; got "
+                f"{type(columns).__name__}"
+            )
         # copies: an Events must not change when the caller's arrays do
-        self.columns = {k: np.array(columns[k], dtype=np.float64) for k in COLUMNS if k in columns}
+        self.columns = {k: _as_column(columns[k], k) for k in COLUMNS if k in columns}
         self.label = None if label is None else _as_label(label)
         if validate:
             self._validate(columns)
@@ -171,7 +194,16 @@ class Events:
         label: np.ndarray | None = None,
     ) -> Events:
         """Build events from two jets in any order, ordering them by mass (j1 heavier)."""
-        swap = np.asarray(m_b) > np.asarray(m_a)
+        given = {"mjj": mjj, "m_a": m_a, "m_b": m_b, "tau21_a": tau21_a, "tau21_b": tau21_b}
+        given |= {"tau32_a": tau32_a, "tau32_b": tau32_b}
+        given = {k: _as_column(v, k) for k, v in given.items()}
+        shapes = {k: v.shape for k, v in given.items()}
+        if len(set(shapes.values())) != 1 or given["mjj"].ndim != 1:
+            raise InputError(f"all columns must be 1-d arrays of one length; got shapes {shapes}")
+        mjj, m_a, m_b = given["mjj"], given["m_a"], given["m_b"]
+        tau21_a, tau21_b = given["tau21_a"], given["tau21_b"]
+        tau32_a, tau32_b = given["tau32_a"], given["tau32_b"]
+        swap = m_b > m_a
 
         def pick(a, b, heavy):
             return np.where(swap, b, a) if heavy else np.where(swap, a, b)
@@ -206,7 +238,17 @@ class Events:
         return self.columns["mjj"]
 
     def select(self, mask: np.ndarray) -> Events:
-        """Events where ``mask`` is true (boolean mask or integer indices)."""
+        """Events where ``mask`` is true (boolean mask, integer indices or a slice)."""
+        if isinstance(mask, slice):
+            cols = {k: v[mask] for k, v in self.columns.items()}
+            return Events(cols, None if self.label is None else self.label[mask], validate=False)
+        mask = np.asarray(mask)
+        if mask.dtype == bool and mask.shape != (len(self),):
+            raise InputError(f"boolean mask has shape {mask.shape}, expected ({len(self)},) (one per event)")
+        if mask.dtype != bool and (mask.dtype.kind not in "iu" or mask.ndim > 1):
+            raise InputError(f"select needs a boolean mask or 1-d integer indices, got dtype {mask.dtype}")
+        if mask.dtype != bool and mask.size and not (-len(self) <= mask.min() and mask.max() < len(self)):
+            raise InputError(f"indices out of range for {len(self)} events")
         cols = {k: v[mask] for k, v in self.columns.items()}
         return Events(cols, None if self.label is None else self.label[mask], validate=False)
 
@@ -215,6 +257,9 @@ class Events:
         """Join event tables; labels are kept only if every part has them."""
         if not parts:
             raise InputError("cannot concatenate an empty list of Events")
+        bad = [type(p).__name__ for p in parts if not isinstance(p, Events)]
+        if bad:
+            raise InputError(f"can only concatenate Events, got {bad}")
         cols = {k: np.concatenate([p.columns[k] for p in parts]) for k in COLUMNS}
         labels = None
         if all(p.label is not None for p in parts):

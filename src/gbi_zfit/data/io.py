@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import hist
 import numpy as np
 import uproot
 
+from .._util import atomic_path
 from ..errors import DataFileError, GBIError, InputError
 from .events import COLUMNS, Events
 
@@ -111,38 +111,9 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {gist}"
 
 
-@contextlib.contextmanager
-def _atomic_target(path: PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary path next to ``path``; on success move it onto ``path``, else delete it.
-
-    The temporary file lives in the target directory so that :func:`os.replace` is an atomic rename on
-    the same file system; it keeps the target's suffix because some writers (numpy) append one otherwise.
-    """
-    target = Path(os.fspath(path)).expanduser()
-    directory = target.parent
-    if not directory.is_dir():
-        raise DataFileError(f"cannot write {target}: directory {directory} does not exist; create it first")
-    if target.is_dir():
-        raise DataFileError(f"cannot write {target}: it is a directory; give a file name")
-    tmp = directory / f".{target.stem}.{secrets.token_hex(6)}.partial{target.suffix}"
-    try:
-        # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide, as for a normal open().
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as exc:
-        raise DataFileError(
-            f"cannot create a file in {directory} ({_short(exc)}); check permissions"
-        ) from exc
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:  # flush to disk before the rename, so a crash cannot expose a stub
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:  # also KeyboardInterrupt: the partial file must go in every case
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError) and not isinstance(exc, GBIError):
-            raise DataFileError(f"writing {target} failed ({_short(exc)}); nothing was written") from exc
-        raise
+def _atomic_target(path: PathLike) -> contextlib.AbstractContextManager[Path]:
+    """:func:`gbi_zfit._util.atomic_path` without creating directories: a missing directory is an error."""
+    return atomic_path(path, make_parents=False)
 
 
 def _numeric_1d(values: Any, name: str, source: str) -> np.ndarray:
@@ -195,6 +166,11 @@ def _require_events(n: int, source: str) -> None:
 # ROOT (uproot)
 def _branch_names(branches: Mapping[str, str] | None) -> dict[str, str]:
     """Our column name → branch name in the file (identity for columns not in ``branches``)."""
+    if branches is not None and not isinstance(branches, Mapping):
+        raise InputError(
+            f"branches= must be a mapping {{column: branch name}}, e.g. {{'mjj': 'Mjj'}}; got "
+            f"{type(branches).__name__}"
+        )
     branches = dict(branches or {})
     unknown = sorted(set(branches) - set(COLUMNS))
     if unknown:
@@ -212,6 +188,12 @@ _TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD", "ROOT::RNTuple")
 
 def _is_tree(obj: Any) -> bool:
     return isinstance(obj, (uproot.TTree, uproot.behaviors.RNTuple.RNTuple))
+
+
+def _check_tree_name(tree: Any) -> str:
+    if not isinstance(tree, str) or not tree:
+        raise InputError(f"tree= must be the non-empty name of a tree (a string), got {tree!r}")
+    return tree
 
 
 def _open_tree(file: Any, tree: str, path: Path) -> Any:
@@ -259,6 +241,7 @@ def write_root(
         If the file cannot be written (nothing is left behind in that case).
     """
     events = _check_events(events)
+    tree = _check_tree_name(tree)
     names = _branch_names(branches)
     data = {names[c]: events.columns[c] for c in COLUMNS}
     if events.label is not None:
@@ -312,6 +295,7 @@ def read_root(
         negative masses, unordered jets with ``order_jets=False``).
     """
     path = _existing_file(path)
+    tree = _check_tree_name(tree)
     names = _branch_names(branches)
     source = f"tree {tree!r} of {path}"
     try:
@@ -570,7 +554,9 @@ def load_npz(path: PathLike) -> Events:
     path = _existing_file(path)
     try:
         with contextlib.ExitStack() as stack:
-            archive = np.load(path, allow_pickle=False)  # never unpickle: a data file must not run code
+            # our own file handle: numpy leaks the one it opens when the zip directory is corrupt
+            fh = stack.enter_context(open(path, "rb"))
+            archive = np.load(fh, allow_pickle=False)  # never unpickle: a data file must not run code
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise DataFileError(f"{path} is a single .npy array, not an events archive from save_npz")
             stack.enter_context(archive)

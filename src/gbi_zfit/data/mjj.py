@@ -638,6 +638,8 @@ class MjjFit:
         if not isinstance(signal_region, SignalRegion):
             try:
                 signal_region = SignalRegion(*(float(v) for v in signal_region))
+            except RegionError:
+                raise
             except (TypeError, ValueError):
                 raise RegionError(
                     f"signal_region must be a SignalRegion or (low, high), got {signal_region!r}"
@@ -666,7 +668,12 @@ class MjjFit:
             Too few sideband events to fit.
         """
         m = mjj.mjj if isinstance(mjj, Events) else mjj
-        m = np.asarray(m, dtype=np.float64)
+        try:
+            m = np.asarray(m, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"mjj must be a 1-d array of numbers in GeV; {type(mjj).__name__} {str(mjj)[:40]!r} is not"
+            ) from None
         if m.ndim != 1:
             raise InputError(f"mjj must be a 1-d array, got shape {m.shape}")
         bad = ~np.isfinite(m)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import RegionError
+from ..errors import InputError, RegionError
 from .events import Events
 
 __all__ = ["DEFAULT_SR", "SignalRegion"]
@@ -26,6 +26,13 @@ class SignalRegion:
     high: float = 3700.0
 
     def __post_init__(self):
+        try:  # frozen dataclass: store the bounds as floats
+            object.__setattr__(self, "low", float(self.low))
+            object.__setattr__(self, "high", float(self.high))
+        except (TypeError, ValueError):
+            raise RegionError(
+                f"signal region bounds must be numbers in GeV, got low={self.low!r}, high={self.high!r}"
+            ) from None
         if not (np.isfinite(self.low) and np.isfinite(self.high) and 0 <= self.low < self.high):
             raise RegionError(f"invalid signal region [{self.low}, {self.high}): need 0 ≤ low < high (GeV)")
 
@@ -36,13 +43,16 @@ class SignalRegion:
 
     def signal_region(self, events: Events, *, require_events: bool = True) -> Events:
         """The events in the SR; raises :class:`RegionError` if there are none."""
-        return self._pick(events, self.contains(events.mjj), "signal region", require_events)
+        return self._pick(events, False, "signal region", require_events)
 
     def sidebands(self, events: Events, *, require_events: bool = True) -> Events:
         """The events outside the SR."""
-        return self._pick(events, ~self.contains(events.mjj), "sidebands", require_events)
+        return self._pick(events, True, "sidebands", require_events)
 
-    def _pick(self, events: Events, mask: np.ndarray, what: str, require: bool) -> Events:
+    def _pick(self, events: Events, outside: bool, what: str, require: bool) -> Events:
+        if not isinstance(events, Events):
+            raise InputError(f"expected gbi_zfit Events, got {type(events).__name__}")
+        mask = self.contains(events.mjj) ^ outside
         if require and not mask.any():
             raise RegionError(
                 f"the {what} mjj ∈ {self!s} holds no events (of {len(events)}); check the region bounds "

@@ -246,6 +246,6 @@ def _any_length_spec(a: tf.Tensor) -> tf.TensorSpec:
     Scalars stay scalars, e.g. the event count of :class:`~gbi_zfit.models.ClassifierEnsemble`'s
     chunked events ``(chunks (m, c, d), n)``, whose chunk size c also depends on the event count.
     """
-    if a.shape.rank == 0:
-        return tf.TensorSpec([], a.dtype)
+    if a.shape.rank <= 1:  # a scalar, or one value per event
+        return tf.TensorSpec([None] * a.shape.rank, a.dtype)
     return tf.TensorSpec([None] * (a.shape.rank - 1) + [a.shape[-1]], a.dtype)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from .._util import atomic_write_text
+from .._util import atomic_write_text, read_json_object
 from ..errors import DataFileError, InputError
 from .toys import ToyConfig, run_toys, store_config
 
@@ -199,9 +199,12 @@ class CoverageResult:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> CoverageResult:
-        p = Path(text_or_path)
-        text = p.read_text() if p.suffix == ".json" and p.exists() else str(text_or_path)
-        return cls.from_dict(json.loads(text))
+        """From a JSON file or JSON text written by :meth:`to_json`; :class:`DataFileError` if it is not one."""
+        d = read_json_object(text_or_path, "a coverage result")
+        try:
+            return cls.from_dict(d)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise DataFileError(f"the JSON does not describe a CoverageResult: {exc}") from exc
 
     def __eq__(self, other) -> bool:
         return isinstance(other, CoverageResult) and self.to_dict() == other.to_dict()
@@ -498,7 +501,9 @@ def summarize_store(path: str | Path, n_toys: int | None = None) -> CoverageResu
     """Summarise the toys found in a result store (also while its run is still going)."""
     from ..parallel import ResultStore
 
-    store = ResultStore(path)
+    if not Path(path).is_file():  # reading must not create an empty store as a side effect
+        raise DataFileError(f"{path} does not exist or is not a file; give the path of a toy result store")
+    store = ResultStore(path, read_only=True)  # safe while the run is still appending
     cfg = store.header.get("config") or {}
     if cfg.get("schema") != store_config(ToyConfig(), 0)["schema"]:
         raise DataFileError(f"{path} is not a store of gbi_zfit toys (config {cfg!r})")

@@ -75,7 +75,12 @@ class RatioNLL:
         )
         self.extended = background_yield is not None
         if self.extended:
-            nu, err = map(float, background_yield)
+            try:
+                nu, err = map(float, background_yield)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"background_yield must be a pair (value, error), got {background_yield!r}"
+                ) from None
             if not (nu > 0 and err > 0 and math.isfinite(nu) and math.isfinite(err)):
                 raise InputError(f"background_yield must be (value > 0, error > 0), got {background_yield}")
             self.background_yield = (nu, err)
@@ -174,7 +179,12 @@ class RatioNLL:
 
     def default_limits(self, mu_bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, tuple[float, float]]:
         """Parameter limits: μ as given, θ from the ratio model, ν_B within ±10σ."""
-        lo, hi = mu_bounds
+        try:
+            lo, hi = (float(v) for v in mu_bounds)
+        except (TypeError, ValueError):
+            raise ParameterRangeError(
+                f"mu bounds must be a pair (low, high) of numbers, got {mu_bounds!r}"
+            ) from None
         if not (-1.0 < lo < hi <= 1.0):
             raise ParameterRangeError(f"mu bounds {mu_bounds} must satisfy -1 < low < high ≤ 1")
         (xl, xh), (yl, yh) = self.ratio_model.theta_bounds

@@ -374,6 +374,8 @@ def discovery_q0(
     exist under the null, Wilks' theorem does not apply, and √q0 is the *local* significance at θ̂ — the
     global one is lower (look-elsewhere effect; toys or Gross–Vitells are needed). q0 = 0 when μ̂ ≤ 0.
     """
+    if best is not None and not isinstance(best, FitResult):
+        raise InputError(f"best must be a FitResult (or None), got {type(best).__name__}")
     engine = fitter.engine
     start = {**fitter.values, **(best.values if best is not None else {})}
     if theta is None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zfit
 from iminuit import Minuit
+from zfit.minimizers.strategy import FailMinimizeNaN
 
-from .._util import atomic_write_text
+from .._util import atomic_write_text, read_json_object
 from ..data.convert import feature_space, to_zfit_data
 from ..data.events import Events
-from ..errors import FitError, InputError, ParameterRangeError
+from ..errors import DataFileError, FitError, InputError, ParameterRangeError
 from ..models.base import RatioModel
 from ..pdf.penalty import low_mass_penalty
 from ..pdf.ratio import RatioPDF
@@ -81,9 +83,12 @@ class FitResult:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> FitResult:
-        p = Path(text_or_path)
-        text = p.read_text() if p.suffix == ".json" and p.exists() else str(text_or_path)
-        return cls.from_dict(json.loads(text))
+        """From a JSON file or JSON text written by :meth:`to_json`; :class:`DataFileError` if it is not one."""
+        d = read_json_object(text_or_path, "a fit result")
+        try:
+            return cls.from_dict(d)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise DataFileError(f"the JSON does not describe a FitResult: {exc}") from exc
 
     def __str__(self) -> str:
         status = "valid" if self.valid else "INVALID"
@@ -164,8 +169,28 @@ class SignalFitter:
         background_yield: tuple[float, float] | None = None,
         tol: float = 1e-3,
     ):
+        if not isinstance(ratio_model, RatioModel):
+            raise InputError(
+                f"ratio_model must be a gbi_zfit RatioModel (e.g. OracleRatio, ClassifierEnsemble), got "
+                f"{type(ratio_model).__name__}"
+            )
         if backend not in ("fast", "zfit"):
             raise InputError(f"backend must be 'fast' or 'zfit', got {backend!r}")
+        try:
+            mu_bounds = tuple(float(v) for v in mu_bounds)
+        except (TypeError, ValueError):
+            raise ParameterRangeError(
+                f"mu_bounds must be a pair of numbers (low, high), got {mu_bounds!r}"
+            ) from None
+        if len(mu_bounds) != 2:
+            raise ParameterRangeError(f"mu_bounds must be a pair (low, high), got {mu_bounds!r}")
+        if not (isinstance(tol, (int, float, np.integer, np.floating)) and math.isfinite(tol) and tol > 0):
+            raise InputError(f"tol must be a finite number > 0, got {tol!r}")
+        if penalty and not (
+            isinstance(penalty_threshold, (int, float, np.integer, np.floating))
+            and math.isfinite(penalty_threshold)
+        ):
+            raise InputError(f"penalty_threshold must be a finite mass in GeV, got {penalty_threshold!r}")
         if backend == "zfit" and background_yield is not None:
             raise InputError(
                 "the extended likelihood (background_yield) is available with backend='fast' only"
@@ -210,10 +235,16 @@ class SignalFitter:
 
     def set_values(self, values: dict[str, float]) -> None:
         """Set parameter values, checking names and limits."""
+        if not isinstance(values, Mapping):
+            raise InputError(f"values must be a dict {{name: value}}, got {type(values).__name__}")
         for name, val in values.items():
             if name not in self.param_names:
                 raise InputError(f"unknown parameter {name!r}; parameters are {self.param_names}")
             lo, hi = self.limits[name]
+            try:
+                val = float(val)
+            except (TypeError, ValueError):
+                raise ParameterRangeError(f"value of {name} must be a number, got {val!r}") from None
             if not (np.isfinite(val) and lo < val < hi):
                 raise ParameterRangeError(
                     f"start value {name} = {val} is not strictly inside its limits ({lo}, {hi})"
@@ -265,6 +296,8 @@ class SignalFitter:
         ncall : int, optional
             Call limit of each MIGRAD run (fast backend; default: Minuit's).
         """
+        fix = (fix,) if isinstance(fix, str) else tuple(fix)
+        minos = (minos,) if isinstance(minos, str) else tuple(minos)
         unknown = [n for n in (*fix, *minos) if n not in self.param_names]
         if unknown:
             raise InputError(f"unknown parameter(s) {unknown}; parameters are {self.param_names}")
@@ -273,6 +306,7 @@ class SignalFitter:
         floating = tuple(n for n in self.param_names if n not in fix)
         if not floating:
             raise InputError("all parameters are fixed: nothing to fit")
+        self._check_finite_start()
         t0 = time.perf_counter()
         if self.backend == "fast":
             out, diag = self._fit_fast(floating, hesse, minos, retries, ncall)
@@ -290,6 +324,23 @@ class SignalFitter:
                 diagnostics={"minuit": diag, **out.to_dict()},
             )
         return out
+
+    def _check_finite_start(self) -> None:
+        """A typed error instead of a NaN fit when the NLL cannot be evaluated at the start values."""
+        v = self.values
+        if math.isfinite(self.nll()):
+            return
+        if v["mu"] < 0:
+            raise ParameterRangeError(
+                f"the NLL is not finite at the start μ = {v['mu']:.4g}: μ Λ + 1 − μ ≤ 0 for some events "
+                "(a negative μ is allowed only while every event keeps a positive density); start at μ ≥ 0 "
+                "or raise the lower bound of μ (mu_bounds)"
+            )
+        raise FitError(
+            f"the NLL is not finite at the start values {v}; the ratio model returns NaN/inf for these "
+            "events (check the model and the input features)",
+            diagnostics={"values": v},
+        )
 
     def _fit_fast(self, floating, hesse, minos, retries, ncall):
         names = self.param_names
@@ -337,7 +388,14 @@ class SignalFitter:
         return lo < value < hi
 
     def _fit_zfit(self, floating, hesse, minos):
-        result = self.minimizer.minimize(self.loss, params=[self.params[n] for n in floating])
+        try:
+            result = self.minimizer.minimize(self.loss, params=[self.params[n] for n in floating])
+        except FailMinimizeNaN as exc:
+            raise FitError(
+                f"the zfit minimisation met NaN values of the NLL near {self.values} (for μ < 0: μ Λ + 1 − μ "
+                "≤ 0 for some events); raise the lower bound of μ or use other starting values",
+                diagnostics={"values": self.values},
+            ) from exc
         out = FitResult(
             values=self.values,
             floating=floating,

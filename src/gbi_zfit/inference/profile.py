@@ -67,6 +67,8 @@ def chi2_threshold(cl: float, ndof: int) -> float:
     """2ΔNLL threshold χ²_{cl, ndof} of a Wilks region, e.g. 1.00 (68.3 %, 1 dof), 5.99 (95 %, 2 dof)."""
     if not 0.0 < cl < 1.0:
         raise InputError(f"confidence level must be in (0, 1), got {cl}")
+    if isinstance(ndof, bool) or not isinstance(ndof, (int, np.integer)) or ndof < 1:
+        raise InputError(f"ndof must be an integer ≥ 1 (the number of parameters of interest), got {ndof!r}")
     return float(chi2.ppf(cl, ndof))
 
 
@@ -337,7 +339,10 @@ def profile_1d(
             raise InputError(f"need n_points ≥ 2 and span > 0, got {n_points}, {span}")
         grid = _default_grid(fitter, best, name, n_points, span)
     else:
-        grid = np.asarray(values, dtype=np.float64).ravel()
+        try:
+            grid = np.asarray(values, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise InputError(f"values must be an array of numbers, got {values!r}") from None
         if len(grid) == 0 or not np.isfinite(grid).all():
             raise InputError("values must be a non-empty array of finite numbers")
         if (grid < lo).any() or (grid > hi).any():
@@ -575,7 +580,10 @@ def profile_2d(
     t0 = time.perf_counter()
     axes = []
     for name, vals in (("mx", mx_values), ("my", my_values)):
-        a = np.unique(np.asarray(vals, dtype=np.float64).ravel())
+        try:
+            a = np.unique(np.asarray(vals, dtype=np.float64).ravel())
+        except (TypeError, ValueError):
+            raise InputError(f"the {name} grid must be an array of numbers (GeV), got {vals!r}") from None
         lo, hi = fitter.limits[name]
         if len(a) == 0 or not np.isfinite(a).all() or a[0] < lo or a[-1] > hi:
             raise ParameterRangeError(f"{name} grid must be finite values within [{lo}, {hi}]")

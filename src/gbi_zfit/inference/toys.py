@@ -88,8 +88,8 @@ def poisson_bootstrap_weights(n: int, seed=None) -> np.ndarray:
     Pass them to ``engine.set_weights`` (no new precomputation). ``seed``: anything
     ``numpy.random.default_rng`` accepts (an int, a ``SeedSequence`` or a ``Generator``).
     """
-    if n < 1:
-        raise InputError(f"number of events must be >= 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"number of events must be an integer >= 1, got {n!r}")
     return np.random.default_rng(seed).poisson(1.0, int(n)).astype(np.float64)
 
 
@@ -106,8 +106,8 @@ def model_event_weights(engine, mu: float, mx: float, my: float) -> np.ndarray:
     With the engine built on an SR *background reference* sample these are the resampling weights of
     toys from the model (:func:`model_toy_counts`) and, normalised, the Asimov weights.
     """
-    if not np.isfinite(mu):
-        raise ParameterRangeError(f"mu = {mu} must be finite")
+    if not (np.isfinite(mu) and -1.0 < mu <= 1.0):
+        raise ParameterRangeError(f"mu = {mu} must be finite and in (-1, 1]")
     return _model_weights_from_log_ratio(engine.log_ratio(float(mx), float(my)), float(mu))
 
 
@@ -132,8 +132,8 @@ def asimov_weights(model_weights: np.ndarray, n: float) -> np.ndarray:
     w = np.asarray(model_weights, dtype=np.float64)
     if w.ndim != 1 or len(w) == 0 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise InputError("model_weights must be a non-empty 1-d array of finite values ≥ 0, not all 0")
-    if not (np.isfinite(n) and n > 0):
-        raise InputError(f"n = {n} must be finite and > 0")
+    if not (isinstance(n, (int, float, np.integer, np.floating)) and np.isfinite(n) and n > 0):
+        raise InputError(f"n = {n!r} must be a finite number > 0 (events of the Asimov set)")
     return float(n) * w / w.sum()
 
 
@@ -402,6 +402,9 @@ def measure_toy(fitter: SignalFitter, truth: Mapping[str, float], *, minos: bool
         ``pull``, ``pull_fixed``, ``z0``, ``z0_fixed``, ``minos_covers``, ``hesse_covers``,
         ``hesse_covers_fixed``, ``valid`` (all fits valid) and ``time_s``.
     """
+    missing = [k for k in PARAM_NAMES if k not in truth]
+    if missing:
+        raise InputError(f"truth lacks {missing}; give the true values of {PARAM_NAMES}")
     t0 = time.perf_counter()
     engine = fitter.engine
     mx_t, my_t = _canonical_theta(float(truth["mx"]), float(truth["my"]))
@@ -516,6 +519,17 @@ class ToyConfig:
             raise InputError(f"reference_factor must be > 0, got {self.reference_factor}")
         if not (-1.0 < self.mu_lower < 1.0):
             raise InputError(f"mu_lower = {self.mu_lower} must be in (-1, 1)")
+        from ..data.benchmark import THETA_RANGE
+        from ..data.events import get_feature_set
+
+        get_feature_set(self.feature_set)  # InputError for an unknown name
+        lo, hi = THETA_RANGE
+        for name in ("mx", "my"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float, np.integer, np.floating)) and lo <= value <= hi):
+                raise ParameterRangeError(
+                    f"{name} = {value!r} GeV is outside the benchmark's range [{lo}, {hi}] GeV"
+                )
         if self.mx < self.my:  # canonical order; the mirror is the same point
             mx, my = self.my, self.mx
             object.__setattr__(self, "mx", mx)

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..data.events import FeatureSet, get_feature_set
-from ..errors import ParameterRangeError
+from ..errors import InputError, ParameterRangeError
 
 __all__ = ["RatioModel"]
 
@@ -44,13 +44,26 @@ class RatioModel(abc.ABC):
         return self.log_ratio(aux[0], mx, my)
 
     def log_ratio_numpy(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
-        """:meth:`log_ratio` on numpy input, after checking θ is in range."""
+        """:meth:`log_ratio` on numpy input, after checking θ is in range and ``x`` is a finite (n, d) array."""
         self.check_theta(mx, my)
-        return self.log_ratio(tf.constant(np.asarray(x, np.float64)), float(mx), float(my)).numpy()
+        d = self.feature_set.dim
+        try:
+            arr = np.asarray(x, np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"x must be a numeric (n, {d}) array of {self.feature_set.names}") from None
+        if arr.ndim != 2 or arr.shape[1] != d:
+            raise InputError(f"x must have shape (n, {d}) for features {self.feature_set.names}; got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise InputError("x contains NaN/inf; drop or repair those events")
+        return self.log_ratio(tf.constant(arr), float(mx), float(my)).numpy()
 
     def check_theta(self, mx: float, my: float) -> None:
         """Raise :class:`ParameterRangeError` if θ is outside :attr:`theta_bounds`."""
         for name, val, (lo, hi) in zip(("mX", "mY"), (mx, my), self.theta_bounds, strict=True):
+            try:
+                val = float(val)
+            except (TypeError, ValueError):
+                raise ParameterRangeError(f"{name} must be a number in GeV, got {val!r}") from None
             if not (np.isfinite(val) and lo <= val <= hi):
                 raise ParameterRangeError(
                     f"{name} = {val} GeV is outside the range [{lo}, {hi}] GeV this ratio model was built "

@@ -369,7 +369,15 @@ class CFMGenerator:
         steps, method : optional
             ODE steps and solver (default from the config).
         """
-        m = np.asarray(mjj, dtype=np.float64).reshape(-1)
+        try:
+            m = np.asarray(mjj, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"mjj must be numbers in GeV, got {type(mjj).__name__}") from None
+        if m.ndim > 1 or m.size == 0:
+            raise InputError(
+                f"mjj must be a scalar or a non-empty 1-d array (one per event), got shape {m.shape}"
+            )
+        m = m.reshape(-1)
         if not np.all(np.isfinite(m) & (m > 0)):
             raise InputError("mjj must be finite and > 0 GeV")
         cond = self.condition_transform.forward(m[:, None])
@@ -469,7 +477,7 @@ class CFMGenerator:
             )
         except ModelFileError:
             raise
-        except (KeyError, TypeError, ValueError, InputError, ConfigError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, InputError, ConfigError) as exc:
             raise ModelFileError(f"{path}: invalid CFM bundle: {exc}") from exc
 
     def __repr__(self) -> str:

@@ -552,6 +552,10 @@ class ClassifierEnsemble(RatioModel):
         self.transform = transform
         (a, b), (c, d) = theta_bounds
         self.theta_bounds = ((float(a), float(b)), (float(c), float(d)))
+        if not all(math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi for lo, hi in self.theta_bounds):
+            raise InputError(
+                f"theta_bounds must be finite ((low, high), (low, high)) with 0 < low < high; got {theta_bounds}"
+            )
         self._center, self._scale = _theta_scaling(self.theta_bounds)
         self.log_kappa_fixed = float(log_kappa)
         if not math.isfinite(self.log_kappa_fixed):
@@ -742,7 +746,7 @@ class ClassifierEnsemble(RatioModel):
     def member_logits(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
         """Per-member logits z_k(x, θ), shape (K, n), in float64 (exact path)."""
         self.check_theta(mx, my)
-        xs = self.transform.forward(np.asarray(x, np.float64))
+        xs = self.transform.forward(x if isinstance(x, np.ndarray) else list(x))  # checks shape, NaN, domain
         _, ts = self._scaled_theta(float(mx), float(my))
         return self._logits(tf.constant(xs), ts, "float64").numpy()
 
@@ -886,7 +890,7 @@ class ClassifierEnsemble(RatioModel):
             return cls(weights, FeatureTransform.from_dict(sidecar["preprocessing"]), metadata=meta, **kwargs)
         except ModelFileError:
             raise
-        except (KeyError, TypeError, ValueError, InputError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
             raise ModelFileError(f"{path}: invalid classifier bundle: {exc}") from exc
 
     def __repr__(self) -> str:

@@ -1039,8 +1039,12 @@ class BackgroundFlowEnsemble:
             pre = FlowPreprocessing.from_dict(sidecar["preprocessing"])
             fs = get_feature_set(meta["feature_set"])
             sr = meta.get("signal_region")
-            mjj_range = tuple(meta["mjj_range"])
-        except (KeyError, TypeError, ConfigError, InputError) as exc:
+            sr = None if sr is None else SignalRegion(*sr)
+            mjj_range = tuple(float(v) for v in meta["mjj_range"])
+            if not (len(mjj_range) == 2 and 0 < mjj_range[0] < mjj_range[1] < math.inf):
+                raise InputError(f"mjj_range {mjj_range} must be (low, high) with 0 < low < high")
+            histories = [TrainingHistory.from_dict(h) for h in meta.get("history", [])]
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigError, InputError) as exc:
             raise ModelFileError(f"{directory}: invalid background-flow metadata: {exc}") from exc
         if list(fs.names) != sidecar.get("features"):
             raise ModelFileError(
@@ -1053,8 +1057,8 @@ class BackgroundFlowEnsemble:
             config,
             feature_set=fs,
             mjj_range=mjj_range,
-            signal_region=None if sr is None else SignalRegion(*sr),
-            histories=[TrainingHistory.from_dict(h) for h in meta.get("history", [])],
+            signal_region=sr,
+            histories=histories,
             seed=meta.get("seed"),
             info=meta.get("info", {}),
         )

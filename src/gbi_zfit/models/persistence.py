@@ -399,6 +399,16 @@ def read_sidecar(directory: str | os.PathLike) -> dict[str, Any]:
             raise ModelFileError(f"{path}: invalid entry for member {name!r}: {entry!r}")
     for key in ("metadata", "preprocessing", "versions"):
         sidecar.setdefault(key, {})
+        if not isinstance(sidecar[key], dict):
+            raise ModelFileError(
+                f"{path}: {key!r} must be a JSON object, found {type(sidecar[key]).__name__}; the sidecar "
+                "was edited or is corrupt"
+            )
+    features = sidecar.get("features")
+    if features is not None and not (
+        isinstance(features, list) and all(isinstance(f, str) for f in features)
+    ):
+        raise ModelFileError(f"{path}: 'features' must be a list of names or null, found {features!r}")
     return sidecar
 
 
@@ -437,7 +447,13 @@ def verify_bundle(
                 f"{d}: feature mismatch — the model was trained on features {found}, expected {expected} "
                 "(same names in the same order)"
             )
-    saved_keras = _major(sidecar.get("versions", {}).get("keras"))
+    saved_pkg, now_pkg = sidecar["versions"].get("gbi_zfit"), _versions().get("gbi_zfit")
+    if _major(saved_pkg) is not None and _major(now_pkg) is not None and _major(saved_pkg) > _major(now_pkg):
+        raise ModelFileError(
+            f"{d} was saved by gbi_zfit {saved_pkg}, a newer major version than the installed {now_pkg}; "
+            "upgrade gbi_zfit to load it"
+        )
+    saved_keras = _major(sidecar["versions"].get("keras"))
     now_keras = _major(_versions().get("keras"))
     for name, entry in sidecar["members"].items():
         path = d / entry["file"]

@@ -325,7 +325,10 @@ def _softplus(ops, z):
 
 
 def _as_2d(x, d: int) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"expected numeric features of shape (n, {d}); got {type(x).__name__}") from None
     if x.ndim != 2 or x.shape[1] != d:
         raise InputError(f"expected features of shape (n, {d}); got {x.shape}")
     if not np.isfinite(x).all():

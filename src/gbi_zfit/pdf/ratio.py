@@ -46,6 +46,9 @@ class RatioPDF(zfit.pdf.BasePDF):
         by weighted resampling (with replacement) of this sample with weights Λ_WS — the exact way
         to sample a density known only relative to p_B (zfit's accept–reject would sample Λ_WS as if
         it were a density in x, which it is not). Use a reference much larger than the toys you draw.
+    extended : zfit.Parameter or float, optional
+        Expected number of events, for an extended likelihood (``zfit.loss.ExtendedUnbinnedNLL``), e.g.
+        a ``ComposedParameter`` ν_B / (1 − μ) with ν_B constrained by the sideband fit.
 
     Examples
     --------
@@ -63,6 +66,7 @@ class RatioPDF(zfit.pdf.BasePDF):
         my,
         *,
         reference: np.ndarray | None = None,
+        extended=None,
         name: str = "RatioPDF",
         label: str | None = None,
     ):
@@ -83,7 +87,12 @@ class RatioPDF(zfit.pdf.BasePDF):
                     f"reference must be a finite, non-empty (n, {space.n_obs}) array; got shape {ref.shape}"
                 )
             self._reference = tf.constant(ref)
-        super().__init__(obs=space, params={"mu": mu, "mx": mx, "my": my}, name=name, label=label)
+            # θ-independent work on the reference (for the oracle: the mjj quadrature of p_B) is done once
+            # here, not once per sample() call, so drawing many toys costs one Λ(θ) evaluation each
+            self._reference_aux = tuple(ratio_model.precompute(self._reference))
+        super().__init__(
+            obs=space, params={"mu": mu, "mx": mx, "my": my}, extended=extended, name=name, label=label
+        )
 
     @property
     def reference(self) -> np.ndarray | None:
@@ -112,7 +121,8 @@ class RatioPDF(zfit.pdf.BasePDF):
                 "RatioPDF.sample needs a background reference sample (reference=...) to resample from"
             )
         params = params or self.params
-        log_w = self._log_ratio_ws(self._reference, params)
+        log_ratio = self.ratio_model.log_ratio_precomputed(self._reference_aux, params["mx"], params["my"])
+        log_w = log_mixture_ratio(log_ratio, params["mu"])
         cdf = tf.cumsum(znp.exp(log_w - tf.reduce_max(log_w)))
         u = z.random.uniform(shape=(n,), dtype=tf.float64) * cdf[-1]
         idx = tf.minimum(tf.searchsorted(cdf, u, side="right"), tf.shape(cdf)[0] - 1)
