@@ -469,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
 
     if args.summarize_only:
-        store = ResultStore(store_path)
+        store = ResultStore(store_path, read_only=True)  # safe while a run still appends
         config, training = store.header["config"], store.header["meta"].get("training", {})
         records = list(store.results().values())
     else:

@@ -28,8 +28,9 @@ def chain(tmp_path_factory):
     data, run = root / "data.npz", root / "run"
     sample = run / "data" / "sr_background.npz"
     assert gbi(f"generate --out {data} --n-background 60000 --s-over-sqrt-b 5 --seed 3") == 0
-    # --factor 1 keeps the benchmark check small; the test-preset ensemble uses 3000 background events
-    opts = "--preset test --factor 1 --check-benchmark --seed 2 --no-progress"
+    # --factor 1: the test-preset ensemble uses 3000 background events anyway (--check-benchmark runs in
+    # the slow `demo --learned` test)
+    opts = "--preset test --factor 1 --seed 2 --no-progress"
     assert gbi(f"train cfm {data} --out {run} {opts}") == 0
     opts = "--preset test --ensemble 2 --kappa sampled --no-progress"
     assert gbi(f"train paws --background {sample} --out {run} {opts}") == 0
@@ -58,11 +59,9 @@ def test_train_cfm_outputs(chain):
     assert cfm.metadata["sr_background"]["n"] == len(sample)
     assert mjj_fit  # the sideband fit is kept for later use
     quality = json.loads((run / "results" / "cfm_quality.json").read_text())
-    assert set(quality) == {"sideband", "benchmark"}
-    for q in quality.values():
-        assert 0.0 < GeneratorQuality.from_dict(q).auc < 1.0
-    for name in ("sideband", "benchmark"):
-        assert (run / "figures" / f"cfm_quality_{name}.png").stat().st_size > 10_000
+    assert set(quality) == {"sideband"}  # closure on held-out sideband events: works on real data
+    assert 0.0 < GeneratorQuality.from_dict(quality["sideband"]).auc < 1.0
+    assert (run / "figures" / "cfm_quality_sideband.png").stat().st_size > 10_000
 
 
 def test_train_paws_outputs(chain):
@@ -171,6 +170,7 @@ def test_demo_learned_trains_then_reuses(tmp_path, capsys, test_presets_as_quick
     assert "reusing" not in first
     comparison = json.loads((out / "results" / "demo_comparison.json").read_text())
     assert set(comparison) >= {"oracle", "learned", "truth", "cfm_quality"}
+    assert 0.0 < comparison["cfm_quality"]["benchmark"]["auc"] < 1.0
     assert comparison["reused"] == {"cfm": False, "paws": False}
     for name in ("demo_fit.png", "demo_fit_learned.png", "cfm_quality_benchmark.png"):
         assert (out / "figures" / name).exists()

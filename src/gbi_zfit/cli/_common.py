@@ -19,9 +19,14 @@ def quiet_tf() -> None:
 
 def out_dirs(out: Path) -> dict[str, Path]:
     """The standard ``--out`` layout: ``data/``, ``models/``, ``results/``, ``figures/`` (created)."""
+    from ..errors import DataFileError
+
     dirs = {k: out / k for k in ("data", "models", "results", "figures")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    try:
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataFileError(f"cannot create the output directory {out}: {exc.strerror or exc}") from exc
     return dirs
 
 
