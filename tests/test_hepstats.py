@@ -199,6 +199,7 @@ def test_confidence_interval_brackets_minos(fitter3):
     assert ci32["upper"] >= mu_hat + 0.9 * hi
 
 
+@pytest.mark.slow  # ≈ 35 s: toys through hepstats' FrequentistCalculator
 def test_frequentist_discovery_smoke(fitter_weak):
     """50 toys resampled from the reference under μ = 0: p-value consistent with the asymptotic one."""
     p_asym, z_asym = ha.discovery(fitter_weak, theta=THETA)
