@@ -14,7 +14,7 @@ frozen at the scan's μ̂. The summary lists per S/√B and method the median μ
 significance Z = √(2 ΔlnL) and the median 95 % interval, and draws μ̂ vs μ_injected.
 
     python benchmarks/ranode.py [--sb 0.3 1 2 3] [--realisations 3] [--n-background 1000000]
-        [--members 20] [--mu-points 20] [--bkg-members 20] [--bkg-quick] [--methods learned oracle_pb ideal]
+        [--members 20] [--mu-points 20] [--mu-min 1e-5] [--refine 0] [--bkg-members 20] [--bkg-quick] [--methods learned oracle_pb ideal]
         [--dask] [--out benchmarks/results/ranode]
 
 Everything is resumable: background flows are saved per realisation, training tasks go to JSON Lines
@@ -92,13 +92,14 @@ def _run(method: str, sim, events, r: int, sb: float, args, executor, cache: dic
     result = run_ranode(
         data,
         signal,
-        mu_grid=np.logspace(-5, -1, args.mu_points),
+        mu_grid=np.logspace(np.log10(args.mu_min), -1, args.mu_points),
         n_members=args.members,
         config=default_signal_flow_config(),
         seed=_seed(args, r, 2),
         executor=executor,
         workdir=args.out / "work" / f"{method}_sb{sb:g}_r{r}",
         progress=not args.no_progress,
+        refine=args.refine,
     )
     record = {
         "method": method,
@@ -223,7 +224,9 @@ def main() -> None:
     ap.add_argument("--realisations", type=int, default=3)
     ap.add_argument("--n-background", type=int, default=1_000_000)
     ap.add_argument("--members", type=int, default=20, help="signal flows per μ")
-    ap.add_argument("--mu-points", type=int, default=20, help="μ grid: logspace(1e-5, 1e-1, N)")
+    ap.add_argument("--mu-points", type=int, default=20, help="μ grid: logspace(μ_min, 1e-1, N)")
+    ap.add_argument("--mu-min", type=float, default=1e-5, help="lowest μ of the grid (default 1e-5)")
+    ap.add_argument("--refine", type=int, default=0, help="second-round μ points around the peak")
     ap.add_argument("--bkg-members", type=int, default=20)
     ap.add_argument("--bkg-quick", action="store_true", help="FlowConfig.quick() background flows")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))

@@ -11,6 +11,7 @@ import pytest
 
 from gbi_zfit.cli import main
 from gbi_zfit.data.io import read_events
+from gbi_zfit.data.mjj import MjjFitResult
 from gbi_zfit.inference import FitResult
 from gbi_zfit.models.cfm import CFMConfig, CFMGenerator, GeneratorQuality
 from gbi_zfit.models.classifier import ClassifierConfig, ClassifierEnsemble
@@ -50,14 +51,13 @@ def test_train_cfm_outputs(chain):
     cfm = CFMGenerator.load(run / "models" / "cfm")
     assert cfm.config == CFMConfig.preset("test")
     assert cfm.metadata["training_data"]["path"] == str(chain["data"].resolve())
-    # the SR background sample: ≈ 1 × the predicted SR count, all in the SR, background-labelled
+    # the SR background sample: 1 × the predicted SR count (--factor 1), all in the SR, background-labelled
     sample = read_events(chain["sample"])
-    mjj_fit = json.loads((run / "results" / "mjj_fit.json").read_text())
-    assert len(sample) > 1000
+    mjj_fit = MjjFitResult.from_dict(json.loads((run / "results" / "mjj_fit.json").read_text()))
+    assert len(sample) == round(mjj_fit.n_sr) > 1000
     assert np.all((sample.mjj >= 3300) & (sample.mjj < 3700))
     assert not sample.label.any()
     assert cfm.metadata["sr_background"]["n"] == len(sample)
-    assert mjj_fit  # the sideband fit is kept for later use
     quality = json.loads((run / "results" / "cfm_quality.json").read_text())
     assert set(quality) == {"sideband"}  # closure on held-out sideband events: works on real data
     assert 0.0 < GeneratorQuality.from_dict(quality["sideband"]).auc < 1.0
@@ -94,8 +94,11 @@ def test_fit_with_learned_model(chain, tmp_path, capsys):
     assert manifest[-1]["model"] == str(model)
     # the --out directory of `train` works as --model too; κ mode and reference can be chosen
     run, data, sample = chain["run"], chain["data"], chain["sample"]
-    assert gbi(f"fit {data} --model {run} --kappa fixed --reference {sample} --out {out}") == 0
-    assert "κ fixed" in _finite_result(out / "results" / "data_fit.json").info["ratio_model"]
+    assert gbi(f"fit {data} --model {run} --kappa fixed --reference {sample}") == 0
+    text = capsys.readouterr().out
+    assert "κ fixed" in text
+    assert f"reference sample for the figures: {sample}" in text
+    assert "FitResult (" in text
 
 
 def _one_line_error(capsys, *needles: str) -> str:

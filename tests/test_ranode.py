@@ -231,6 +231,10 @@ def test_oracle_scan_and_minuit_find_the_injected_mu(sim, oracle_data):
     for cl in (0.6827, 0.95):
         np.testing.assert_allclose(scan.interval(cl), fit.interval(cl), rtol=0.05)
     assert scan.significance == pytest.approx(fit.significance, rel=0.02)
+    # a second round around the peak (paper, appendix A) sharpens the GP maximum
+    refined = scan_mu(oracle_data, exact_s, refine=5)
+    assert len(refined.mu_grid) == len(scan.mu_grid) + 5
+    assert refined.mu_hat == pytest.approx(fit.mu, abs=0.03 * fit.error)
     # exact ΔlnL at the grid points, no ensemble noise
     assert scan.n_members == 1
     assert max(scan.delta_ll_std) == 0.0
@@ -370,12 +374,21 @@ def test_signal_flow_persistence_round_trip(tmp_path, tiny_ensemble, small_data)
 def test_learned_scan_resumes_from_its_store(tmp_path, small_data):
     cfg = default_signal_flow_config(**{**TINY, "max_epochs": 1})
     store = tmp_path / "scan.jsonl"
-    kwargs = {"mu_grid": [0.005, 0.02, 0.08], "n_members": 2, "config": cfg, "seed": 1, "progress": False}
+    kwargs = {
+        "mu_grid": [0.005, 0.02, 0.08],
+        "n_members": 2,
+        "config": cfg,
+        "seed": 1,
+        "progress": False,
+        "refine": 1,
+    }
     first = scan_mu(small_data, store=store, n_bootstrap=20, **kwargs)
     assert len(store.read_text().splitlines()) == 1 + 6  # header + 3 μ × 2 members
+    refine_store = tmp_path / "scan.refine1.jsonl"
+    assert len(refine_store.read_text().splitlines()) == 1 + 2  # one extra μ × 2 members
+    assert len(first.mu_grid) == 4
     assert first.signal["label"] == "learned"
-    assert len(first.ensembles) == 3
-    assert all(e.mu == m for e, m in zip(first.ensembles, kwargs["mu_grid"], strict=True))
+    assert [e.mu for e in first.ensembles] == first.mu_grid
     again = scan_mu(small_data, store=store, n_bootstrap=20, **kwargs)  # nothing left to train
     assert again.delta_ll == first.delta_ll
     assert again.delta_ll_std == first.delta_ll_std
@@ -383,7 +396,7 @@ def test_learned_scan_resumes_from_its_store(tmp_path, small_data):
     with pytest.raises(ConfigError):  # another grid cannot resume these results
         scan_mu(small_data, store=store, **{**kwargs, "mu_grid": [0.001, 0.01, 0.1]})
     # Minuit with the frozen learned f
-    fit = fit_mu(small_data, first.ensembles[1])
+    fit = fit_mu(small_data, next(e for e in first.ensembles if e.mu == 0.02))
     assert fit.mu_train == 0.02
     assert 0.0 <= fit.mu <= 1.0
     assert MuFitResult.from_dict(fit.to_dict()).mu == fit.mu

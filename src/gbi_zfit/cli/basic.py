@@ -137,20 +137,21 @@ def _learned_ratio(model: str, kappa: str | None, reference: str | None, sim, se
     ensemble was trained on (if that file is still there, unchanged), else the benchmark background.
     """
     from ..models.classifier import ClassifierEnsemble
-    from .train import _sr_background, events_digest, resolve_paws_bundle
+    from .train import events_digest, read_background_sample, resolve_paws_bundle
 
     ensemble = ClassifierEnsemble.load(resolve_paws_bundle(model))
     if kappa is not None:
         ensemble = ensemble.with_kappa(kappa)
+    print(f"ratio model: {ensemble!r}")
     if reference is not None:
-        ref = _sr_background(Path(reference), "--reference")[1]
+        ref = read_background_sample(Path(reference), "--reference")[1]
         print(f"reference sample for the figures: {reference}")
     else:
         recorded = ensemble.metadata.get("background") or {}
         path = Path(recorded.get("path", ""))
         ref = None
         if recorded.get("path") and path.is_file():
-            events, x = _sr_background(path, "reference")
+            events, x = read_background_sample(path, "reference")
             if events_digest(events) == recorded.get("sha256"):
                 ref = x
                 print(f"reference sample for the figures: {path} (the ensemble's training background)")
@@ -490,8 +491,10 @@ def register(sub) -> None:
 
     s = sub.add_parser(
         "demo",
-        help="generate the benchmark, fit it with the oracle, print and plot",
-        epilog="example: gbi demo --out gbi-output --s-over-sqrt-b 1",
+        help="generate the benchmark, fit it with the oracle (and --learned models), print and plot",
+        epilog="examples: gbi demo --out gbi-output --s-over-sqrt-b 1\n"
+        "          gbi demo --learned --out gbi-output   # rerun: reuses gbi-output/models/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--out", default="gbi-output", help="output directory (default gbi-output)")
     s.add_argument("--s-over-sqrt-b", type=float, default=1.0, help="injected S/√B (default 1)")

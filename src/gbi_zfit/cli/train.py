@@ -39,7 +39,16 @@ from typing import Any
 from ..errors import InputError, ModelFileError
 from ._common import out_dirs, quiet_tf, write_manifest
 
-__all__ = ["LearnedModels", "learned_models", "register", "resolve_paws_bundle", "run_cfm", "run_paws"]
+__all__ = [
+    "LearnedModels",
+    "events_digest",
+    "learned_models",
+    "read_background_sample",
+    "register",
+    "resolve_paws_bundle",
+    "run_cfm",
+    "run_paws",
+]
 
 PRESETS = ("paper", "quick", "test")
 SR_BACKGROUND_FILE = "sr_background.npz"
@@ -86,8 +95,8 @@ def _positive(value: int | None, option: str) -> None:
         raise InputError(f"{option} must be ≥ 1, got {value}")
 
 
-def _sr_background(path: Path, what: str):
-    """(events, SR PAWS features) of an events file that must hold background only (the CFM sample)."""
+def read_background_sample(path: Path, what: str):
+    """(events, SR PAWS features) of a file that must hold background only (e.g. the CFM sample)."""
     import numpy as np
 
     from ..data.io import read_events
@@ -107,8 +116,10 @@ def _sr_background(path: Path, what: str):
 
 def resolve_paws_bundle(path: str | Path) -> Path:
     """The classifier bundle at ``path``, or at ``path/models/paws`` when ``path`` is a ``--out`` directory."""
+    from ..models.persistence import SIDECAR_NAME
+
     p = Path(path)
-    if not (p / "model.json").exists() and (p / "models" / "paws" / "model.json").exists():
+    if not (p / SIDECAR_NAME).exists() and (p / "models" / "paws" / SIDECAR_NAME).exists():
         return p / "models" / "paws"
     return p
 
@@ -373,7 +384,7 @@ def cmd_train_paws(args: argparse.Namespace) -> int:
     if args.kappa is not None:
         overrides["kappa_mode"] = args.kappa
     config = _config(ClassifierConfig, args, **overrides)
-    events, background = _sr_background(background_path, "--background")
+    events, background = read_background_sample(background_path, "--background")
     out = Path(args.out)
     t0 = time.perf_counter()
     use_dask = bool(args.dask or args.scheduler or args.workers is not None)
@@ -425,9 +436,9 @@ class LearnedModels:
 
 def _cached(path: Path, key: dict, loader):
     """The bundle at ``path`` if its ``demo_cache`` metadata equals ``key``, else ``None`` (with a note)."""
-    from ..models.persistence import read_sidecar
+    from ..models.persistence import SIDECAR_NAME, read_sidecar
 
-    if not (path / "model.json").exists():
+    if not (path / SIDECAR_NAME).exists():
         return None
     try:
         if read_sidecar(path)["metadata"].get("demo_cache") != _jsonable(key):
@@ -544,8 +555,8 @@ def register(sub) -> None:
     """Add ``gbi train cfm`` and ``gbi train paws``."""
     t = sub.add_parser(
         "train",
-        help="train the learned GBI-PAWS models (CFM generator, classifier ensemble)",
-        description="Train the learned models of GBI-PAWS: first `train cfm`, then `train paws`.",
+        help="train learned models (GBI-PAWS: cfm, then paws)",
+        description="Train learned models. GBI-PAWS: first `train cfm` (generator), then `train paws`.",
         epilog=(
             "example:\n"
             "  gbi train cfm data.root --out run --quick --check-benchmark\n"

@@ -658,6 +658,7 @@ def scan_mu(
     n_bootstrap: int = 200,
     levels: Sequence[float] = DEFAULT_LEVELS,
     compress_scale: float | None = 5.0,
+    refine: int = 0,
     keep_ensembles: bool = True,
 ) -> MuScanResult:
     """The R-ANODE μ scan: ensemble-averaged test ΔlnL at each μ of a grid, GP maximum and intervals.
@@ -689,6 +690,10 @@ def scan_mu(
         Confidence levels of the intervals.
     compress_scale : float or None
         See :func:`fit_likelihood_curve`.
+    refine : int
+        A second round of this many extra μ values, log-spaced inside the widest interval of the first
+        round, then one GP over all points (the remedy the GBI paper suggests for a peak narrower than
+        the grid spacing). Default 0 (the paper's single round).
     keep_ensembles : bool
         Keep the trained ensembles in :attr:`MuScanResult.ensembles`.
 
@@ -710,39 +715,66 @@ def scan_mu(
         )
     grid = check_mu_grid(DEFAULT_MU_GRID if mu_grid is None else mu_grid)
     levels = _check_levels(levels)
+    if not (isinstance(refine, int | np.integer) and refine >= 0):
+        raise InputError(f"refine must be a non-negative integer, got {refine!r}")
     t0 = time.perf_counter()
-    ensembles = None
-    if signal is not None:
-        log_f = signal.log_prob(data.x_test, data.mjj_test)
-        values = delta_log_likelihood(log_f, data.log_pb_test, grid)
-        stds = np.zeros_like(values)
-        signal_info, members = signal.describe(), 1
-    else:
+    log_f_fixed = None if signal is None else signal.log_prob(data.x_test, data.mjj_test)
+
+    def evaluate(points: np.ndarray, round_: int):
+        """(ΔlnL, bootstrap std, ensembles) at ``points``; round 0 is the grid, 1 the refinement."""
+        if log_f_fixed is not None:
+            return delta_log_likelihood(log_f_fixed, data.log_pb_test, points), np.zeros(len(points)), None
+        round_store = store
+        if store is not None and round_:
+            round_store = Path(store).with_name(Path(store).stem + f".refine{round_}.jsonl")
         ensembles = train_signal_flows(
             data.x_train,
             data.mjj_train,
             data.log_pb_train,
-            grid,
+            points,
             config=config,
             n_members=n_members,
             seed=seed,
             feature_set=data.feature_set,
             signal_region=data.signal_region,
             executor=executor,
-            store=store,
+            store=round_store,
             progress=progress,
         )
         # a stream of its own (the members use the children 0 … K − 1 of SeedSequence(seed))
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_BOOTSTRAP_KEY,)))
-        values, stds = np.empty(len(grid)), np.empty(len(grid))
-        for i, (mu, ens) in enumerate(zip(grid, ensembles, strict=True)):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_BOOTSTRAP_KEY, round_)))
+        values, stds = np.empty(len(points)), np.empty(len(points))
+        for i, (mu, ens) in enumerate(zip(points, ensembles, strict=True)):
             members_lf = ens.log_prob_members(data.x_test, data.mjj_test)
             values[i], stds[i] = _bootstrap_delta_ll(members_lf, data.log_pb_test, mu, n_bootstrap, rng)
+        return values, stds, ensembles
+
+    def gp(points, values, stds):
+        noise = stds if np.any(stds > 0) else None
+        return fit_likelihood_curve(points, values, noise, levels=levels, compress_scale=compress_scale)
+
+    values, stds, ensembles = evaluate(grid, 0)
+    curve = gp(grid, values, stds)
+    if refine:
+        # second round (GBI paper, appendix A): points inside the widest first-round interval
+        lo, hi = curve.interval(max(levels))
+        lo = lo if lo > 0 else max(grid[0], curve.mu_hat / 10.0)
+        extra = np.logspace(math.log10(lo), math.log10(hi), refine + 2)[1:-1]
+        extra = extra[np.min(np.abs(np.log10(extra)[:, None] - np.log10(grid)[None, :]), axis=1) > 1e-3]
+        if len(extra):
+            v2, s2, e2 = evaluate(extra, 1)
+            order = np.argsort(np.concatenate([grid, extra]))
+            grid = np.concatenate([grid, extra])[order]
+            values = np.concatenate([values, v2])[order]
+            stds = np.concatenate([stds, s2])[order]
+            if ensembles is not None:
+                ensembles = [(ensembles + e2)[k] for k in order]
+            curve = gp(grid, values, stds)
+    if ensembles is None:
+        signal_info, members = signal.describe(), 1
+    else:
         signal_info = {**ensembles[0].describe(), "mu_train": None, "n_parameters": ensembles[0].n_parameters}
         members = n_members
-    curve = fit_likelihood_curve(
-        grid, values, stds if np.any(stds > 0) else None, levels=levels, compress_scale=compress_scale
-    )
     return MuScanResult(
         mu_grid=grid.tolist(),
         delta_ll=values.tolist(),
@@ -754,7 +786,11 @@ def scan_mu(
         n_test=data.n_test,
         n_train=data.n_train,
         truth=data.truth,
-        info={"time_s": time.perf_counter() - t0, "seed": seed},
+        info={
+            "time_s": time.perf_counter() - t0,
+            "seed": seed if seed is None or isinstance(seed, int) else repr(seed),
+            "refine": int(refine),
+        },
         ensembles=ensembles if keep_ensembles else None,
     )
 
@@ -950,11 +986,12 @@ def fit_mu(
         except RuntimeError as exc:
             minos[_level_key(cl)] = (math.nan, math.nan)
             minos_info[_level_key(cl)] = str(exc)
-    at_limit = bool(np.isclose(mu_hat, lo, atol=1e-12) or np.isclose(mu_hat, hi, atol=1e-12))
+    error = float(m.errors["mu"])
+    at_limit = bool(min(mu_hat - lo, hi - mu_hat) < 1e-3 * error)  # Minuit's limit transform stops short
     mu_train = getattr(signal, "mu", None) if isinstance(signal, SignalFlowEnsemble) else None
     return MuFitResult(
         mu=mu_hat,
-        error=float(m.errors["mu"]),
+        error=error,
         minos=minos,
         delta_ll=-float(m.fval),
         valid=bool(m.valid and m.accurate),
@@ -1017,6 +1054,7 @@ def run_ranode(
     mu_limits: tuple[float, float] = (0.0, 1.0),
     n_bootstrap: int = 200,
     compress_scale: float | None = 5.0,
+    refine: int = 0,
 ) -> RANODEResult:
     """R-ANODE end to end: μ scan with the GP, then (learned f) an ensemble at μ̂ and the Minuit fit.
 
@@ -1030,7 +1068,7 @@ def run_ranode(
         for no Minuit fit. Ignored for a fixed ``signal`` (fitted directly).
     workdir : path, optional
         Directory for the resumable task stores (``scan_tasks.jsonl``, ``fit_mu_<μ>.jsonl``).
-    mu_grid, n_members, config, seed, executor, progress, levels, n_bootstrap, compress_scale
+    mu_grid, n_members, config, seed, executor, progress, levels, n_bootstrap, compress_scale, refine
         As :func:`scan_mu`.
     mu_limits : (float, float)
         As :func:`fit_mu`.
@@ -1062,6 +1100,7 @@ def run_ranode(
         n_bootstrap=n_bootstrap,
         levels=levels,
         compress_scale=compress_scale,
+        refine=refine,
         keep_ensembles=False,
     )
     if signal is not None:

@@ -52,7 +52,9 @@ class RatioModel(abc.ABC):
         except (TypeError, ValueError):
             raise InputError(f"x must be a numeric (n, {d}) array of {self.feature_set.names}") from None
         if arr.ndim != 2 or arr.shape[1] != d:
-            raise InputError(f"x must have shape (n, {d}) for features {self.feature_set.names}; got {arr.shape}")
+            raise InputError(
+                f"x must have shape (n, {d}) for features {self.feature_set.names}; got {arr.shape}"
+            )
         if not np.isfinite(arr).all():
             raise InputError("x contains NaN/inf; drop or repair those events")
         return self.log_ratio(tf.constant(arr), float(mx), float(my)).numpy()

@@ -104,9 +104,13 @@ def default_signal_flow_config(**overrides: Any):
     """The default signal-flow architecture and training settings (a :class:`FlowConfig`).
 
     MAF, 4 layers, MADE hidden units (16, 16): ≈ 2.3k parameters for the 5 columns (x, mjj) of the
-    R-ANODE feature set, about 1/10 of the default background flow. Adam with learning rate 3e-3,
-    batches of 512, at most 100 epochs with patience 10, 20 % of the training events for validation.
-    ``overrides`` replace any :class:`~gbi_zfit.models.flows.FlowConfig` field.
+    R-ANODE feature set, about 1/10 of the default background flow. Adam with learning rate 1e-2 on
+    batches of 2048, at most 100 epochs with early stopping (patience 10) on 20 % of the training events.
+    A flow this small costs about the same per optimizer step for 512 or 2048 events (the step is
+    dominated by per-operation overhead), so large batches are ≈ 4× cheaper per epoch; on lhco-sim at
+    S/√B = 3 they also reached a higher test likelihood than batches of 512 at learning rate 1e-3
+    (single members: ΔlnL 123 vs 91–101 against 162 for the exact p_S). ``overrides`` replace any
+    :class:`~gbi_zfit.models.flows.FlowConfig` field.
     """
     from .flows import FlowConfig
 
@@ -114,8 +118,8 @@ def default_signal_flow_config(**overrides: Any):
         "flow": "maf",
         "n_layers": 4,
         "hidden_units": (16, 16),
-        "learning_rate": 3e-3,
-        "batch_size": 512,
+        "learning_rate": 1e-2,
+        "batch_size": 2048,
         "max_epochs": 100,
         "patience": 10,
         "validation_fraction": 0.2,
