@@ -1,7 +1,8 @@
 """The ``gbi`` command line.
 
 Subcommands: ``info``, ``generate``, ``fit``, ``scan`` and ``demo`` (:mod:`.basic`); ``toys`` and
-``coverage`` (:mod:`.stats`). Each module of this package registers its subcommands with
+``coverage`` (:mod:`.stats`); ``train cfm|paws|flows`` (:mod:`.train`, flows from :mod:`.ranode`) and
+``ranode`` (:mod:`.ranode`). Each module of this package registers its subcommands with
 ``register(sub)``; heavy imports happen inside the subcommands so that ``gbi --help`` is instant.
 Errors from :mod:`gbi_zfit.errors` print one line and exit with status 2 (``--debug`` shows the
 traceback).
@@ -23,6 +24,8 @@ examples:
   gbi generate --out data.root --s-over-sqrt-b 1 --mx 300 --my 150 --seed 1
   gbi fit data.root --oracle --minos --out results/
   gbi coverage --s-over-sqrt-b 1 --n-toys 500 --dask --out cov1   # toys → coverage table; rerun resumes
+  gbi train cfm data.root --out run --quick && gbi train paws --background run/data/sr_background.npz --out run --quick
+  gbi ranode data.root --oracle-background --mu-grid 1e-4 1e-1 10 --minuit --out run
   gbi info
 """
 

@@ -411,17 +411,6 @@ def cmd_ranode(args: argparse.Namespace) -> int:
 # registration
 
 
-def _train_subparsers(sub):
-    """The sub-subparsers of ``gbi train`` (created by :mod:`.train`, registered before this module)."""
-    train = sub.choices.get("train")
-    if train is None:
-        raise RuntimeError("cli.ranode must be registered after cli.train")
-    for action in train._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError("`gbi train` has no subcommands")
-
-
 def _common_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True, help="output directory (models/, data/, results/, figures/)")
     g = s.add_mutually_exclusive_group()
@@ -450,9 +439,9 @@ def _common_options(s: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub) -> None:
-    """Add ``gbi train flows`` (to the ``gbi train`` group) and ``gbi ranode``."""
-    s = _train_subparsers(sub).add_parser(
+def register_train_flows(train_sub) -> None:
+    """Add ``gbi train flows`` to the subcommands of the ``gbi train`` group (called by :mod:`.train`)."""
+    s = train_sub.add_parser(
         "flows",
         help="R-ANODE background flows p_B(x | mjj) on the sideband events",
         description=(
@@ -467,6 +456,9 @@ def register(sub) -> None:
     s.add_argument("--flow", choices=("maf", "rqs"), help="affine (maf, default) or spline (rqs) layers")
     s.set_defaults(func=cmd_train_flows)
 
+
+def register(sub) -> None:
+    """Add ``gbi ranode`` (``gbi train flows`` joins the ``train`` group: :func:`register_train_flows`)."""
     s = sub.add_parser(
         "ranode",
         help="R-ANODE: μ scan with learned signal flows (+ GP), optionally μ floated in Minuit",

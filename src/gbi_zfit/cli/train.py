@@ -552,7 +552,7 @@ def _common_options(s: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    """Add ``gbi train cfm`` and ``gbi train paws``."""
+    """Add ``gbi train cfm``, ``gbi train paws`` and (from :mod:`.ranode`) ``gbi train flows``."""
     t = sub.add_parser(
         "train",
         help="train learned models (GBI-PAWS: cfm, then paws)",
@@ -613,3 +613,7 @@ def register(sub) -> None:
     s.add_argument("--scheduler", metavar="ADDR", help="use the running Dask scheduler at ADDR")
     s.add_argument("--workers", type=int, help="local Dask workers (default: one per core; implies --dask)")
     s.set_defaults(func=cmd_train_paws)
+
+    from .ranode import register_train_flows  # R-ANODE's background flows join this group
+
+    register_train_flows(tsub)
