@@ -37,6 +37,7 @@ from gbi_zfit.models.ranode import (
     SignalFlowEnsemble,
     _member_state,
     _train_member,
+    child_seed,
     default_signal_flow_config,
     train_signal_flows,
 )
@@ -335,7 +336,7 @@ def test_training_objective_is_the_mixture_likelihood(small_data):
         cfg,
         mu=mu,
     )
-    split = np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, 0))
+    split = child_seed(seed, 0)  # the member's split seed (its children: split, init, shuffle)
     _, val = train_validation_split(d.n_train, cfg.validation_fraction, np.random.default_rng(split))
     log_f = ens.log_prob(d.x_train[val], d.mjj_train[val])
     loss = -np.mean(np.logaddexp(math.log(mu) + log_f, math.log1p(-mu) + d.log_pb_train[val]))
@@ -378,7 +379,7 @@ def test_learned_scan_resumes_from_its_store(tmp_path, small_data):
         "mu_grid": [0.005, 0.02, 0.08],
         "n_members": 2,
         "config": cfg,
-        "seed": 1,
+        "seed": np.random.SeedSequence(1, spawn_key=(3,)),  # as a benchmark passes a child seed
         "progress": False,
         "refine": 1,
     }
@@ -406,23 +407,63 @@ def test_learned_scan_resumes_from_its_store(tmp_path, small_data):
 # the learned method at realistic statistics
 
 
+class _CoreSignalDensity(ExactSignalDensity):
+    """The exact signal density with both jets in the mass *core* (no low-mass tails): 0.75² = 56 % of it.
+
+    The benchmark's jet mass is 0.75 LogNormal(ln M, 0.12) + 0.25 LogNormal(ln 0.6M, 0.35); the tails lie
+    under the background. A small learned f resolves the core and treats the tails as background, so
+    the μ it measures is the core's share of the signal: this density is the oracle of that quantity.
+    """
+
+    label = "exact core"
+
+    def _log_prob(self, x, mjj):
+        s = self.sim.signal
+        m2, m1 = x[:, 0], x[:, 0] + x[:, 1]
+
+        def core(m, mass):
+            return stats.lognorm.logpdf(m, s=s.core_log_sigma, scale=mass)
+
+        masses = np.logaddexp(core(m1, self.mx) + core(m2, self.my), core(m1, self.my) + core(m2, self.mx))
+        shapes = stats.beta.logpdf(x[:, 2], s.tau21_a, s.tau21_b) + stats.beta.logpdf(
+            x[:, 3], s.tau21_a, s.tau21_b
+        )
+        return masses + shapes + self.sim.log_ps_mjj(mjj) - self._log_p_sr
+
+
 @pytest.mark.slow
 def test_learned_ranode_on_exact_background_finds_the_signal(sim, tmp_path):
-    """Learned f, exact p_B, S/√B = 3: scan μ̂ and the Minuit μ̂ (f frozen at μ̂) within 2σ of the truth."""
+    """Learned f, exact p_B, S/√B = 3 (≈ 35k SR events; 6 members × 10 μ; ~10 CPU minutes).
+
+    The signal is discovered by the scan and by the Minuit fit (f frozen at the scan's μ̂). Their μ̂ is
+    *not* the injected μ: a small learned f models the signal's mass core and leaves the low-mass tails
+    (44 % of the signal, under the background) to p_B, so μ̂ estimates the core's share. The check is
+    therefore against the oracle fit with the exact core-only signal density (within 2σ) and a loose
+    window around the truth; the oracle with the full exact p_S is unbiased (fast tests).
+    """
     ev = sim.make_dataset(s_over_sqrt_b=3.0, mx=THETA[0], my=THETA[1], n_background=300_000, seed=5)
     data = RANODEData.from_events(ev, ExactBackgroundDensity(sim), seed=1)
     truth = data.truth["mu"]
     result = run_ranode(
         data,
         mu_grid=np.logspace(-3, -1, 10),
-        n_members=4,
+        n_members=6,
         seed=1,
         workdir=tmp_path / "ranode",
         progress=False,
     )
     scan, fit = result.scan, result.fit
+    core = fit_mu(data, _CoreSignalDensity(sim, *THETA))
+    report = f"{result}\ncore-only oracle: {core.mu:.4g} ± {core.error:.2g}"
+    print(report)  # the measured figures, with pytest -s
+    # discovery, by both
+    assert scan.significance > 5, report
+    assert scan.interval(0.95)[0] > 0, report
+    assert fit.valid, report
+    assert fit.significance > 5, report
+    # μ̂ measures the resolvable (core) signal
     lo, hi = scan.interval(0.95)
-    assert lo < truth < hi, str(result)
-    assert scan.significance > 2
-    assert fit.valid
-    assert abs(fit.mu - truth) < 2 * fit.error, str(result)
+    assert lo < core.mu < hi, report
+    assert abs(fit.mu - core.mu) < 2 * math.hypot(fit.error, core.error), report
+    for mu_hat in (scan.mu_hat, fit.mu):
+        assert 0.4 * truth < mu_hat < 1.2 * truth, report

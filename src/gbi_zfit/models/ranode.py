@@ -512,6 +512,16 @@ class _Trainer:
         self.t.assign(0.0)
 
 
+def child_seed(seed: int | np.random.SeedSequence | None, *key: int) -> np.random.SeedSequence:
+    """The child ``key`` of ``seed`` (an int, a SeedSequence, or None for fresh entropy), built directly.
+
+    Unlike ``seed.spawn()`` this has no state: the same call always gives the same child.
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, *key))
+    return np.random.SeedSequence(seed, spawn_key=key)
+
+
 def _member_state(z: np.ndarray, log_det: np.ndarray, log_pb: np.ndarray) -> dict[str, Any]:
     return {"z": z, "log_det": log_det, "log_pb": log_pb, "trainers": {}}
 
@@ -527,9 +537,7 @@ def _train_member(state: dict[str, Any], item: Mapping[str, Any]) -> dict[str, A
     if trainer is None:
         trainer = state["trainers"][key] = _Trainer(config, z_all.shape[1])
     root = item["seed"]  # the member's SeedSequence; the same for this member at every μ
-    split_seed, init_seed, shuffle_seed = (
-        np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, j)) for j in range(3)
-    )
+    split_seed, init_seed, shuffle_seed = (child_seed(root, j) for j in range(3))
     train_idx, val_idx = train_validation_split(
         len(z_all), config.validation_fraction, np.random.default_rng(split_seed)
     )
@@ -726,6 +734,7 @@ def train_signal_flows(
         if own:
             executor.close()
     elapsed = time.perf_counter() - t0
+    log.info("trained %d signal flow(s) at %d μ value(s) in %.1f s", n_members, len(mus), elapsed)
     ensembles = []
     for i, mu in enumerate(mus):
         rows = results[i * n_members : (i + 1) * n_members]
