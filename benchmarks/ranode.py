@@ -10,12 +10,14 @@ into the same background and R-ANODE is run three ways on the SR events (common 
   the likelihood on the test set).
 
 Each learned variant gives the paper's μ scan (GP maximum and intervals) and the Minuit fit with f
-frozen at the scan's μ̂. The summary lists per S/√B and method the median μ̂/μ_true, the median
+frozen at the scan's μ̂. With ``--paws-models DIR`` (a directory with ``classifier/``, e.g. the model
+cache of ``benchmarks/sensitivity.py``) GBI-PAWS fits the same data sets as well — all their SR events,
+blind multi-start, learned ensemble (sampled κ) and the exact oracle ratio — for the same Fig. 1 plot. The summary lists per S/√B and method the median μ̂/μ_true, the median
 significance Z = √(2 ΔlnL) and the median 95 % interval, and draws μ̂ vs μ_injected.
 
     python benchmarks/ranode.py [--sb 0.3 1 2 3] [--realisations 3] [--n-background 1000000]
         [--members 20] [--mu-points 20] [--mu-min 1e-5] [--refine 0] [--bkg-members 20] [--bkg-quick] [--methods learned oracle_pb ideal]
-        [--dask] [--out benchmarks/results/ranode]
+        [--paws-models DIR] [--dask] [--out benchmarks/results/ranode]
 
 Everything is resumable: background flows are saved per realisation, training tasks go to JSON Lines
 stores, finished runs to ``runs/<method>_sb<S/√B>_r<r>.json``; rerun the same command to continue.
@@ -114,6 +116,61 @@ def _run(method: str, sim, events, r: int, sb: float, args, executor, cache: dic
     return record
 
 
+def _run_paws(state, sim, events, r: int, sb: float, args) -> dict:
+    """GBI-PAWS (learned and oracle ratio) on all SR events of one data set: μ̂, its error, θ̂ and Z."""
+    from gbi_zfit.inference.fisher import discovery_q0
+
+    out = args.out / "runs" / f"paws_sb{sb:g}_r{r}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    sr = sim.signal_region.signal_region(events)
+    x, label = sr.features("paws"), np.asarray(sr.label, bool)
+    mu_true = float(label.mean())
+    truth = {"mu": mu_true, "mx": THETA[0], "my": THETA[1]}
+    record = {"method": "paws", "s_over_sqrt_b": sb, "realisation": r, "mu_true": mu_true, "n_sr": len(x)}
+    t0 = time.perf_counter()
+    for name, fitter in state.fitters.items():
+        fitter.engine.set_data(x)
+        res = fitter.fit_multistart(n_starts=state.n_starts, truth=truth)
+        disc = discovery_q0(fitter, res)
+        record[name] = {
+            "mu_hat": float(res.values["mu"]),
+            "error": float(res.errors["mu"]),
+            "mx": float(res.values["mx"]),
+            "my": float(res.values["my"]),
+            "valid": bool(res.valid),
+            "z": float(disc.Z),
+        }
+    record["time_s"] = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=1))
+    print(
+        f"--- GBI-PAWS, S/√B = {sb:g}, realisation {r}: μ_true {mu_true:.3g}; "
+        + "; ".join(
+            f"{k} μ̂ {record[k]['mu_hat']:.3g} ± {record[k]['error']:.2g} at ({record[k]['mx']:.0f}, "
+            f"{record[k]['my']:.0f}), Z {record[k]['z']:.1f}"
+            for k in state.fitters
+        ),
+        flush=True,
+    )
+    return record
+
+
+def _paws_summary(records: list[dict]) -> dict:
+    out: dict = {}
+    for rec in records:
+        out.setdefault(f"{rec['s_over_sqrt_b']:g}", {"runs": []})["runs"].append(rec)
+    for row in out.values():
+        runs = row["runs"]
+        row["median"] = {"mu_true": float(np.median([e["mu_true"] for e in runs]))}
+        for name in ("learned", "oracle"):
+            row["median"][f"{name}_mu_hat_over_true"] = float(
+                np.median([e[name]["mu_hat"] / e["mu_true"] for e in runs])
+            )
+            row["median"][f"{name}_z"] = float(np.median([e[name]["z"] for e in runs]))
+    return out
+
+
 def _seed(args, r: int, k: int = 0) -> np.random.SeedSequence:
     return np.random.SeedSequence(args.seed, spawn_key=(r, k))
 
@@ -174,7 +231,7 @@ def _medians(runs: list[dict]) -> dict:
     return out
 
 
-def _plot(summary: dict, path: Path) -> None:
+def _plot(summary: dict, path: Path, paws: dict | None = None) -> None:
     from gbi_zfit.plotting._style import save, style
 
     plt, _ = style()
@@ -206,6 +263,13 @@ def _plot(summary: dict, path: Path) -> None:
         if method != "ideal" and "fit_mu_hat_over_true" in med:
             fit = mu * np.array([rows[s]["median"]["fit_mu_hat_over_true"] for s in sbs])
             ax.plot(mu, fit, "s--", color=c, label=f"{labels.get(method, method)}, Minuit")
+    for name, c, label in (("learned", "C2", "GBI-PAWS (learned)"), ("oracle", "C3", "GBI-PAWS (oracle)")):
+        if not paws:
+            break
+        sbs = sorted(paws, key=float)
+        mu = np.array([paws[s]["median"]["mu_true"] for s in sbs])
+        hat = mu * np.array([paws[s]["median"][f"{name}_mu_hat_over_true"] for s in sbs])
+        ax.plot(mu, np.maximum(hat, 1e-5), "^-", color=c, label=label)
     grid = np.logspace(np.log10(min(lo_all)) - 0.3, -1.3, 10)
     ax.plot(grid, grid, ":", color="grey", label=r"$\hat\mu = \mu_{inj}$")
     ax.set_xscale("log")
@@ -231,6 +295,12 @@ def main() -> None:
     ap.add_argument("--bkg-quick", action="store_true", help="FlowConfig.quick() background flows")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--paws-models",
+        type=Path,
+        default=None,
+        help="GBI-PAWS model directory (with classifier/) to overlay",
+    )
     ap.add_argument("--dask", action="store_true")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--no-progress", action="store_true")
@@ -238,7 +308,15 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sim = LHCOSim()
-    records, cache = [], {}
+    records, cache, paws_records = [], {}, []
+    paws_state = None
+    if args.paws_models is not None:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from sensitivity import FitState
+
+        paws_state = FitState(str(args.paws_models), "sampled", 2, args.n_background, 85.0)
     with make_executor(dask=args.dask, n_workers=args.workers) as executor:
         for r in range(args.realisations):
             for sb in args.sb:
@@ -252,13 +330,17 @@ def main() -> None:
                 # cheapest first: the ideal fit needs no training
                 for method in sorted(args.methods, key=lambda m: METHODS[::-1].index(m)):
                     records.append(_run(method, sim, events, r, sb, args, executor, cache))
+                if paws_state is not None:
+                    paws_records.append(_run_paws(paws_state, sim, events, r, sb, args))
     summary = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "theta": THETA,
         "results": _summary(records),
     }
+    if paws_records:
+        summary["gbi_paws"] = _paws_summary(paws_records)
     atomic_write_text(args.out / "ranode_summary.json", json.dumps(summary, indent=1))
-    _plot(summary["results"], args.out / "ranode_mu_hat.png")
+    _plot(summary["results"], args.out / "ranode_mu_hat.png", summary.get("gbi_paws"))
     for method, rows in summary["results"].items():
         for sb in sorted(rows, key=float):
             m = rows[sb]["median"]
@@ -271,6 +353,28 @@ def main() -> None:
                 f"{method:10s} S/√B {float(sb):4.1f}  μ_true {m['mu_true']:.2e}  scan μ̂/μ {m['scan_mu_hat_over_true']:.2f} "
                 f"Z {m['scan_z']:.1f} 95% [{m['scan_interval_95'][0]:.1e}, {m['scan_interval_95'][1]:.1e}]{fit}"
             )
+    res = summary["results"]
+    if "ideal" in res:
+        print("median Z relative to the ideal fit (exact p_B and p_S on the same test events):")
+        for sb in sorted(res["ideal"], key=float):
+            z0 = res["ideal"][sb]["median"]["scan_z"]
+            parts = [
+                f"{method} scan {res[method][sb]['median']['scan_z'] / z0:.2f}"
+                + (
+                    f", Minuit {res[method][sb]['median']['fit_z'] / z0:.2f}"
+                    if "fit_z" in res[method][sb]["median"]
+                    else ""
+                )
+                for method in ("learned", "oracle_pb")
+                if method in res and sb in res[method]
+            ]
+            print(f"  S/√B {float(sb):4.1f}: " + "; ".join(parts))
+    for sb, row in sorted(summary.get("gbi_paws", {}).items(), key=lambda kv: float(kv[0])):
+        m = row["median"]
+        print(
+            f"GBI-PAWS   S/√B {float(sb):4.1f}  μ_true {m['mu_true']:.2e}  learned μ̂/μ {m['learned_mu_hat_over_true']:.2f} "
+            f"Z {m['learned_z']:.1f}  oracle μ̂/μ {m['oracle_mu_hat_over_true']:.2f} Z {m['oracle_z']:.1f}"
+        )
 
 
 if __name__ == "__main__":

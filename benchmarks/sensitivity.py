@@ -164,7 +164,8 @@ def train_or_load_models(
         "n_sr_predicted": float(mjj_fit.n_sr),
         "n_generated": len(gen.mjj),
         "generator_quality": quality.to_dict(),
-        "kappa_surface_residual_rms": ensemble.kappa_surface.residual_rms,
+        "kappa_surface_check_rms": ensemble.kappa_surface.check_rms,
+        "kappa_surface_mc_error": ensemble.kappa_surface.mc_error,
     }
     atomic_write_text(record_path, json.dumps(record, indent=2, default=float))
     print(f"models: trained and saved to {models_dir} in {record['train_time_s']:.0f} s", flush=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError
-from ._common import out_dirs, quiet_tf, write_manifest
+from ._common import add_read_options, out_dirs, quiet_tf, read_data, read_options, write_manifest
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -68,6 +68,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if (args.mu is None) == (args.s_over_sqrt_b is None):
         raise InputError("give exactly one of --mu or --s-over-sqrt-b")
+    _positive_count(args.n_background, "--n-background")
     sim = LHCOSim()
     t0 = time.perf_counter()
     events = sim.make_dataset(
@@ -87,6 +88,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return 0
+
+
+def _positive_count(n: int, option: str) -> None:
+    if n < 1:
+        raise InputError(f"{option} must be a positive number of events, got {n}")
 
 
 def _benchmark_reference(sim, seed: int):
@@ -209,7 +215,6 @@ def _profiles(fitter, result, out: Path | None, tag: str, params, *, two_d: bool
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from ..data.benchmark import LHCOSim
-    from ..data.io import read_events
 
     if bool(args.oracle) == bool(args.model):
         raise InputError(
@@ -219,7 +224,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.oracle and (args.kappa or args.reference):
         raise InputError("--kappa and --reference apply to a learned ensemble (--model), not to --oracle")
     quiet_tf()
-    events = read_events(args.path)
+    events = read_data(args, args.path)
     sim = LHCOSim()
     if args.oracle:
         from ..models.oracle import OracleRatio
@@ -244,6 +249,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         _profiles(fitter, result, out, tag, ("mu", "mx", "my"), two_d=True)
     if out is not None:
         entry = {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)}
+        entry.update(read_options(args, args.path))
         if args.model:
             entry.update(model=str(args.model), kappa=ratio.kappa_mode)
         write_manifest(out, entry)
@@ -252,7 +258,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from ..data.benchmark import LHCOSim
-    from ..data.io import read_events
     from ..inference.fit import SignalFitter
     from ..models.oracle import OracleRatio
 
@@ -262,7 +267,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         )
     quiet_tf()
     sim = LHCOSim()
-    sr = sim.signal_region.signal_region(read_events(args.path))
+    sr = sim.signal_region.signal_region(read_data(args, args.path))
     fitter = SignalFitter(OracleRatio(sim), sr)
     result = fitter.fit_multistart()
     print(result)
@@ -278,7 +283,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         n_points=args.n_points,
     )
     if out is not None:
-        write_manifest(out, {"command": " ".join(sys.argv), "input": str(args.path)})
+        entry = {"command": " ".join(sys.argv), "input": str(args.path), **read_options(args, args.path)}
+        write_manifest(out, entry)
     return 0
 
 
@@ -320,6 +326,7 @@ def _side_by_side(results: dict, truth: dict) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.kappa and not args.learned:
         raise InputError("--kappa applies to the learned ensemble: use it with --learned")
+    _positive_count(args.n_background, "--n-background")
     quiet_tf()
     from ..data.benchmark import LHCOSim
     from ..data.io import write_events
@@ -469,6 +476,7 @@ def register(sub) -> None:
         "--profiles", action="store_true", help="1-D profile scans of μ, mX, mY and the 2-D contour"
     )
     s.add_argument("--seed", type=int, default=0, help="seed of the reference sample used for plots")
+    add_read_options(s)
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser(
@@ -487,6 +495,7 @@ def register(sub) -> None:
     )
     s.add_argument("--n-points", type=int, default=21, help="points per 1-D scan")
     s.add_argument("--out", help="directory for results/ and figures/")
+    add_read_options(s)
     s.set_defaults(func=cmd_scan)
 
     s = sub.add_parser(

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError
-from ._common import out_dirs, quiet_tf, write_manifest
+from ._common import add_read_options, out_dirs, quiet_tf, read_data, read_options, write_manifest
 
 __all__ = ["cmd_ranode", "cmd_train_flows", "mu_grid_from_args", "register", "resolve_flows_bundle"]
 
@@ -153,10 +153,10 @@ def cmd_train_flows(args: argparse.Namespace) -> int:
     _positive(args.ensemble, "--ensemble")
     use_dask = _check_executor_options(args)
     data = _data_file(args.path)
+    read_kwargs = read_options(args, data)
     quiet_tf()
     import numpy as np
 
-    from ..data.io import read_events
     from ..data.regions import DEFAULT_SR
     from ..models.flows import BackgroundFlowEnsemble, FlowConfig
     from ..parallel import make_executor
@@ -169,7 +169,7 @@ def cmd_train_flows(args: argparse.Namespace) -> int:
         overrides["flow"] = args.flow
     config = FlowConfig.quick(**overrides) if args.preset == "quick" else FlowConfig(**overrides)
     n_members = args.ensemble or ENSEMBLE[args.preset]
-    events = read_events(data)
+    events = read_data(args, data)
     sr = DEFAULT_SR
     n_sb = len(sr.sidebands(events))
     print(
@@ -229,6 +229,7 @@ def cmd_train_flows(args: argparse.Namespace) -> int:
             "command": " ".join(sys.argv),
             "step": "train flows",
             "input": str(data),
+            **read_kwargs,
             "preset": args.preset,
             "config": config.to_dict(),
             "n_members": flow.n_members,
@@ -301,10 +302,10 @@ def cmd_ranode(args: argparse.Namespace) -> int:
     quiet_tf()
     grid = mu_grid_from_args(args.mu_grid)
     data = _data_file(args.path)
+    read_kwargs = read_options(args, data)
     flows_path = None if args.oracle_background else resolve_flows_bundle(args.flows)
 
     from ..data.benchmark import LHCOSim
-    from ..data.io import read_events
     from ..inference.ranode import DEFAULT_MU_GRID, RANODEData, run_ranode
     from ..models.ranode import ExactBackgroundDensity, ExactSignalDensity, FlowBackgroundDensity
     from ..parallel import make_executor
@@ -314,7 +315,7 @@ def cmd_ranode(args: argparse.Namespace) -> int:
     dirs = out_dirs(out)
     t0 = time.perf_counter()
     sim = LHCOSim() if (args.oracle_background or args.oracle_signal) else None
-    events = read_events(data)
+    events = read_data(args, data)
     if flows_path is not None:
         from ..data.mjj import fit_sidebands
         from ..data.regions import DEFAULT_SR
@@ -382,6 +383,7 @@ def cmd_ranode(args: argparse.Namespace) -> int:
             "command": " ".join(sys.argv),
             "step": "ranode",
             "input": str(data),
+            **read_kwargs,
             "input_sha256": events_digest(events),
             "background": "oracle" if flows_path is None else str(flows_path),
             "signal": "learned" if signal is None else {"oracle": list(args.oracle_signal)},
@@ -454,6 +456,7 @@ def register_train_flows(train_sub) -> None:
     s.add_argument("path", help="data file (.root, .h5, .npz); its sideband events train the flows")
     _common_options(s)
     s.add_argument("--flow", choices=("maf", "rqs"), help="affine (maf, default) or spline (rqs) layers")
+    add_read_options(s)
     s.set_defaults(func=cmd_train_flows)
 
 
@@ -513,4 +516,5 @@ def register(sub) -> None:
         help="directory of the resumable task stores (default OUT/data/ranode_store)",
     )
     _common_options(s)
+    add_read_options(s)
     s.set_defaults(func=cmd_ranode)

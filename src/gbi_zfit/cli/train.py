@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ModelFileError
-from ._common import out_dirs, quiet_tf, write_manifest
+from ._common import add_read_options, out_dirs, quiet_tf, read_data, read_options, write_manifest
 
 __all__ = [
     "LearnedModels",
@@ -298,8 +298,9 @@ def run_paws(
         )
     surface = ensemble.kappa_surface
     print(
-        f"  κ fixed = {np.exp(ensemble.log_kappa_fixed):.4g}; sampled κ(θ) fit residual rms "
-        f"{surface.residual_rms:.3f} in log κ; default mode {ensemble.kappa_mode}; "
+        f"  κ fixed = {np.exp(ensemble.log_kappa_fixed):.4g}; sampled κ(θ) on {surface.n_reference} held-out "
+        f"events: MC error {surface.mc_error:.3f}, interpolation error rms {surface.check_rms:.3f} in log κ; "
+        f"default mode {ensemble.kappa_mode}; "
         f"{ensemble.metadata['train_time_s']:.0f} s"
     )
     ensemble.metadata.update({"background": dict(provenance or {}), **(extra_metadata or {})})
@@ -331,12 +332,12 @@ def _config(cls, args: argparse.Namespace, **overrides):
 def cmd_train_cfm(args: argparse.Namespace) -> int:
     _positive(args.epochs, "--epochs")
     data = Path(args.path)
+    read_kwargs = read_options(args, data)
     quiet_tf()
-    from ..data.io import read_events
     from ..models.cfm import CFMConfig
 
     config = _config(CFMConfig, args)
-    events = read_events(data)
+    events = read_data(args, data)
     out = Path(args.out)
     t0 = time.perf_counter()
     stage = run_cfm(
@@ -355,6 +356,7 @@ def cmd_train_cfm(args: argparse.Namespace) -> int:
             "command": " ".join(sys.argv),
             "step": "train cfm",
             "input": str(data),
+            **read_kwargs,
             "preset": args.preset,
             "config": config.to_dict(),
             "seed": args.seed,
@@ -588,6 +590,7 @@ def register(sub) -> None:
         action="store_true",
         help="also compare the SR sample with the true benchmark SR background (synthetic data only)",
     )
+    add_read_options(s)
     s.set_defaults(func=cmd_train_cfm)
 
     s = tsub.add_parser(

@@ -204,7 +204,8 @@ def _open_tree(file: Any, tree: str, path: Path) -> Any:
     if not _is_tree(obj):
         trees = sorted(k for k, c in file.classnames(cycle=False).items() if c in _TREE_CLASSES)
         raise DataFileError(
-            f"{path} has no tree {tree!r}; trees in the file: {trees or 'none'}; pass tree=<one of them>"
+            f"{path} has no tree {tree!r}; trees in the file: {trees or 'none'}; pass tree=<one of them> "
+            "(on the gbi command line: --tree NAME)"
         )
     return obj
 
@@ -308,7 +309,8 @@ def read_root(
             if missing:
                 raise InputError(
                     f"{source} lacks branch(es) {', '.join(missing)}; available branches: {available}; "
-                    "map your names with branches={column: branch}"
+                    "map your names with branches={column: branch} "
+                    "(on the gbi command line: --branches column=branch …)"
                 )
             _require_events(obj.num_entries, source)
             cols = {c: _numeric_1d(obj[b].array(library="np"), b, source) for c, b in names.items()}

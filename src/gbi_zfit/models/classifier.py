@@ -21,9 +21,10 @@ Evaluation (always TensorFlow, float64 output)
         log Λ_FS = log κ(θ) + log⟨g⟩ − log(1 − ⟨g⟩)
                  = log κ(θ) + LSE_k log σ(z_k) − LSE_k log σ(−z_k),
 
-    which is stable for any logits. κ modes: ``"fixed"`` (κ = N_B/N_S of the balanced training set) and
-    ``"sampled"`` (κ(θ) = 1 / E_B[⟨g⟩/(1 − ⟨g⟩)] on a background reference sample, computed on the training
-    grid and interpolated by a smooth tensor-product Chebyshev fit of log κ in θ).
+    which is stable for any logits. κ modes: ``"sampled"`` (the default: κ(θ) = 1 / E_B[⟨g⟩/(1 − ⟨g⟩)] on a
+    held-out background reference, tabulated every 25 GeV and interpolated by a bicubic spline;
+    :mod:`gbi_zfit.models.kappa`) and ``"fixed"`` (κ = N_B/N_S of the balanced training set, exact only for
+    a perfectly trained classifier: a quick ensemble's E_B[Λ] then varies by a factor 2 across θ).
 
 Fast path (DESIGN §5)
     :meth:`~ClassifierEnsemble.precompute` transforms the events once per data set (cast to
@@ -55,6 +56,7 @@ from ..errors import ConfigError, FitError, InputError, ModelFileError
 from ..parallel import Executor, SerialExecutor, run_tasks, spawn_seeds
 from .base import RatioModel
 from .device import device_plan, training_scope
+from .kappa import KappaSurface, build_kappa_surface, regular_nodes
 from .preprocessing import FeatureTransform
 from .training import fit_early_stopping, seed_ints
 
@@ -105,12 +107,12 @@ class ClassifierConfig:
         Adam learning rate.
     validation_fraction : float
         Stratified validation split for early stopping.
-    kappa_mode : {"fixed", "sampled"}
+    kappa_mode : {"sampled", "fixed"}
         Default κ mode of the trained ensemble (both are always computed).
-    kappa_degree : int
-        Degree per θ axis of the Chebyshev fit of log κ (``"sampled"``), capped by the grid size.
+    kappa_step : float
+        Node spacing (GeV) of the table of the sampled log κ(θ).
     kappa_reference_size : int
-        Background events used to compute the sampled κ.
+        Background events held out of training to compute the sampled κ (at most a third of the sample).
     fast_dtype : {"float32", "float64"}
         Precision of the fast fit path.
     """
@@ -126,9 +128,9 @@ class ClassifierConfig:
     batch_size: int = 1024
     learning_rate: float = 1e-3
     validation_fraction: float = 0.2
-    kappa_mode: str = "fixed"
-    kappa_degree: int = 4
-    kappa_reference_size: int = 50_000
+    kappa_mode: str = "sampled"
+    kappa_step: float = 25.0
+    kappa_reference_size: int = 100_000
     fast_dtype: str = "float32"
 
     def __post_init__(self):
@@ -143,6 +145,8 @@ class ClassifierConfig:
             raise ConfigError(f"validation_fraction must be in (0, 0.9), got {self.validation_fraction}")
         if self.kappa_mode not in KAPPA_MODES:
             raise ConfigError(f"kappa_mode must be one of {KAPPA_MODES}, got {self.kappa_mode!r}")
+        if not (self.kappa_step > 0 and self.kappa_reference_size >= 2):
+            raise ConfigError("kappa_step must be positive and kappa_reference_size ≥ 2")
         if self.fast_dtype not in ("float32", "float64"):
             raise ConfigError(f"fast_dtype must be 'float32' or 'float64', got {self.fast_dtype!r}")
         for name in ("mx_grid", "my_grid"):
@@ -163,7 +167,6 @@ class ClassifierConfig:
                 "epochs": 12,
                 "patience": 3,
                 "batch_size": 512,
-                "kappa_reference_size": 20_000,
             },
             "test": {
                 "hidden": (32, 16),
@@ -175,7 +178,7 @@ class ClassifierConfig:
                 "epochs": 3,
                 "patience": 2,
                 "batch_size": 256,
-                "kappa_degree": 2,
+                "kappa_step": 50.0,
                 "kappa_reference_size": 2000,
             },
         }
@@ -363,7 +366,8 @@ def train_classifier_ensemble(
     executor : Executor
         Where members train (default in-process; a Dask executor trains them in parallel).
     kappa_reference : ndarray (m, d), optional
-        Background sample for the sampled κ (default: a random subset of ``background``).
+        Background sample for the sampled κ (default: ``kappa_reference_size`` events of ``background``,
+        at most a third, held out of training).
     progress : bool
         Show progress bars.
     """
@@ -377,7 +381,15 @@ def train_classifier_ensemble(
         )
     transform = FeatureTransform.fit(bkg, fs.names)
     *seeds, kappa_seed = spawn_seeds(seed, cfg.n_members + 1)
-    factory = functools.partial(_MemberTrainer, bkg, cfg.to_dict(), transform.to_dict(), sim, fs.name)
+    split_seed, check_seed = kappa_seed.spawn(2)
+    train_bkg = bkg
+    if kappa_reference is None:
+        # hold the κ reference out of training: on events the members were fitted to, ⟨g⟩ is biased
+        # towards background, and κ must be right to ~1 % (see gbi_zfit.models.kappa)
+        n_ref = min(cfg.kappa_reference_size, len(bkg) // 3)
+        perm = np.random.default_rng(split_seed).permutation(len(bkg))
+        kappa_reference, train_bkg = bkg[perm[:n_ref]], bkg[perm[n_ref:]]
+    factory = functools.partial(_MemberTrainer, train_bkg, cfg.to_dict(), transform.to_dict(), sim, fs.name)
     t0 = time.perf_counter()
     results = run_tasks(
         executor or SerialExecutor(),
@@ -406,70 +418,11 @@ def train_classifier_ensemble(
             "device": device_plan().to_dict(),
         },
     )
-    if kappa_reference is None:
-        rng = np.random.default_rng(kappa_seed)
-        kappa_reference = bkg[rng.permutation(len(bkg))[: cfg.kappa_reference_size]]
-    ensemble.calibrate_kappa(kappa_reference, grid=cfg.grid, degree=cfg.kappa_degree)
+    t0 = time.perf_counter()
+    ensemble.calibrate_kappa(kappa_reference, step=cfg.kappa_step, seed=check_seed)
+    ensemble.metadata["kappa_time_s"] = time.perf_counter() - t0
     ensemble.kappa_mode = cfg.kappa_mode
     return ensemble
-
-
-# ----------------------------------------------------------------------------------------------------
-# κ(θ) surface
-
-
-def _chebyshev(u, degree: int, xp):
-    """[T_0(u), …, T_degree(u)] along a new last axis (numpy or tf)."""
-    terms = [xp.ones_like(u), u]
-    for _ in range(2, degree + 1):
-        terms.append(2.0 * u * terms[-1] - terms[-2])
-    return xp.stack(terms[: degree + 1], axis=-1)
-
-
-@dataclass
-class KappaSurface:
-    """Smooth log κ(θ): tensor-product Chebyshev series in the scaled masses, fitted on a θ grid.
-
-    Attributes
-    ----------
-    coef : list of lists
-        Coefficients c_ij of Σ c_ij T_i(u) T_j(v), u, v the scaled mX, mY in [−1, 1].
-    grid : list of [mX, mY]
-        Where log κ was computed.
-    log_kappa : list of float
-        log κ = −log E_B[⟨g⟩/(1 − ⟨g⟩)] at the grid points.
-    residual_rms, residual_max : float
-        Fit residuals of log κ on the grid.
-    n_reference : int
-        Background events used.
-    """
-
-    coef: list[list[float]]
-    grid: list[list[float]]
-    log_kappa: list[float]
-    residual_rms: float = 0.0
-    residual_max: float = 0.0
-    n_reference: int = 0
-
-    @property
-    def degree(self) -> int:
-        return len(self.coef) - 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> KappaSurface:
-        return cls(**dict(d))
-
-
-def _fit_kappa_surface(ts: np.ndarray, log_kappa: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
-    n_u, n_v = len(np.unique(ts[:, 0])), len(np.unique(ts[:, 1]))
-    deg = max(0, min(int(degree), n_u - 1, n_v - 1))
-    tu, tv = _chebyshev(ts[:, 0], deg, np), _chebyshev(ts[:, 1], deg, np)
-    basis = (tu[:, :, None] * tv[:, None, :]).reshape(len(ts), -1)
-    coef, *_ = np.linalg.lstsq(basis, log_kappa, rcond=None)
-    return coef.reshape(deg + 1, deg + 1), log_kappa - basis @ coef
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -519,7 +472,7 @@ class ClassifierEnsemble(RatioModel):
     kappa_mode : {"fixed", "sampled"}
         Which κ to use; ``"sampled"`` needs :meth:`calibrate_kappa` (or a saved surface).
     kappa_surface : KappaSurface, optional
-        The sampled κ(θ).
+        The sampled log κ(θ) table (:mod:`gbi_zfit.models.kappa`).
     feature_set : str or FeatureSet
         Features the model expects.
     fast_dtype : {"float32", "float64"}
@@ -641,19 +594,18 @@ class ClassifierEnsemble(RatioModel):
         if _is_eager_number(mx) and _is_eager_number(my):
             self.check_theta(float(mx), float(my))
 
-    def _log_kappa(self, ts: tf.Tensor) -> tf.Tensor:
+    def _log_kappa(self, theta: tf.Tensor) -> tf.Tensor:
+        """log κ at θ = (mX, mY) in GeV (a float64 tensor of shape (2,))."""
         if self._kappa_mode == "fixed":
             return tf.constant(self.log_kappa_fixed, _F64)
-        coef = tf.constant(np.asarray(self.kappa_surface.coef), _F64)
-        deg = self.kappa_surface.degree
-        tu = _chebyshev(ts[0], deg, tf)
-        tv = _chebyshev(ts[1], deg, tf)
-        return tf.reduce_sum(coef * tu[:, None] * tv[None, :])
+        return self.kappa_surface.tf_log_kappa(theta[0], theta[1])
 
     def log_kappa(self, mx: float, my: float) -> float:
         """log κ(θ) of the current mode."""
         self.check_theta(mx, my)
-        return float(self._log_kappa(self._scaled_theta(mx, my)[1]))
+        if self._kappa_mode == "fixed":
+            return self.log_kappa_fixed
+        return float(self.kappa_surface(mx, my))
 
     # -- the network in TensorFlow ----------------------------------------------------------------
     def _pre_activations(self, xs: tf.Tensor, ts: tf.Tensor, dtype: str) -> list[tf.Tensor]:
@@ -683,8 +635,8 @@ class ClassifierEnsemble(RatioModel):
         """log Λ_FS(x | θ) in float64, differentiable (any order) in ``mx`` and ``my``."""
         self._check_eager(mx, my)
         xs = self.transform.forward(tf.convert_to_tensor(x, _F64))
-        _, ts = self._scaled_theta(mx, my)
-        return _log_odds(self._logits(xs, ts, "float64")) + self._log_kappa(ts)
+        theta, ts = self._scaled_theta(mx, my)
+        return _log_odds(self._logits(xs, ts, "float64")) + self._log_kappa(theta)
 
     # -- fast path ----------------------------------------------------------------------------------
     def precompute(self, x: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -739,8 +691,8 @@ class ClassifierEnsemble(RatioModel):
         """log Λ_FS from :meth:`precompute` (network in ``fast_dtype``, exact θ-gradient, float64 out)."""
         self._check_eager(mx, my)
         chunks, n = aux
-        _, ts = self._scaled_theta(mx, my)
-        return self._fast_log_odds(chunks, n, ts) + self._log_kappa(ts)
+        theta, ts = self._scaled_theta(mx, my)
+        return self._fast_log_odds(chunks, n, ts) + self._log_kappa(theta)
 
     # -- numpy helpers ------------------------------------------------------------------------------
     def member_logits(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
@@ -772,43 +724,50 @@ class ClassifierEnsemble(RatioModel):
         return np.stack([run(tf.constant(t)).numpy() for t in ts_all])
 
     def calibrate_kappa(
-        self, reference: np.ndarray, *, grid: np.ndarray | None = None, degree: int = 4
+        self,
+        reference: np.ndarray,
+        *,
+        step: float = 25.0,
+        n_check: int = 40,
+        seed: int | np.random.SeedSequence | None = 0,
     ) -> KappaSurface:
-        """Compute the sampled κ(θ) = 1 / E_B[⟨g⟩/(1 − ⟨g⟩)] on ``grid`` and fit the smooth surface.
+        """Compute the sampled κ(θ) = 1 / E_B[⟨g⟩/(1 − ⟨g⟩)] on a regular θ grid over the training range.
+
+        The table (spacing ≤ ``step`` GeV) is interpolated by a bicubic spline; its accuracy is checked
+        at ``n_check`` random cell centres (:attr:`KappaSurface.check_rms`). Use a background sample
+        the members were not trained on and at least as large as the data to be fitted: the Monte Carlo
+        error of log κ (:attr:`KappaSurface.mc_error`) enters the fit like a normalisation error.
 
         Parameters
         ----------
         reference : ndarray (m, d)
-            Background events (SR background: the CFM sample or a held-out part of it).
-        grid : ndarray (P, 2), optional
-            θ points (default: the training grid from the metadata, else 12 × 12 points over the bounds).
-        degree : int
-            Chebyshev degree per axis (capped by the number of distinct grid values − 1).
+            SR background events (held-out CFM sample, or the true background for ablations).
+        step : float
+            Largest node spacing in GeV.
+        n_check : int
+            Cell centres at which the interpolation is checked (0: no check).
+        seed
+            Chooses the cell centres.
         """
         ref = np.asarray(reference, dtype=np.float64)
         if ref.ndim != 2 or ref.shape[1] != self.feature_set.dim or len(ref) < 2:
             raise InputError(f"reference must be a (m ≥ 2, {self.feature_set.dim}) array; got {ref.shape}")
-        if grid is None:
-            cfg = self.metadata.get("config")
-            if cfg:
-                grid = ClassifierConfig.from_dict(cfg).grid
-            else:
-                (a, b), (c, d) = self.theta_bounds
-                grid = np.array([(u, v) for u in np.linspace(a, b, 12) for v in np.linspace(c, d, 12)])
-        grid = np.asarray(grid, dtype=np.float64)
-        for mx, my in grid:
-            self.check_theta(mx, my)
-        lo = self._log_odds_batches(ref, grid)  # (P, m)
-        log_kappa = -(np.logaddexp.reduce(lo, axis=1) - np.log(lo.shape[1]))
-        ts = (grid - self._center) / self._scale
-        coef, resid = _fit_kappa_surface(ts, log_kappa, degree)
-        self.kappa_surface = KappaSurface(
-            coef=coef.tolist(),
-            grid=grid.tolist(),
-            log_kappa=log_kappa.tolist(),
-            residual_rms=float(np.sqrt(np.mean(resid**2))),
-            residual_max=float(np.max(np.abs(resid))),
+        self.kappa_surface = build_kappa_surface(
+            lambda theta: self._log_odds_batches(ref, theta),
+            self.theta_bounds,
+            step=step,
+            n_check=n_check,
+            seed=seed,
             n_reference=len(ref),
+        )
+        log.info(
+            "κ(θ) table: %d × %d nodes on %d events; MC error %.3g, interpolation check rms %.3g (max %.3g)",
+            len(self.kappa_surface.mx_nodes),
+            len(self.kappa_surface.my_nodes),
+            len(ref),
+            self.kappa_surface.mc_error,
+            self.kappa_surface.check_rms,
+            self.kappa_surface.check_max,
         )
         return self.kappa_surface
 
@@ -876,10 +835,11 @@ class ClassifierEnsemble(RatioModel):
                 for m in members.values()
             ]
             surface = meta.pop("kappa_surface", None)
+            bounds = tuple(tuple(b) for b in meta.pop("theta_bounds"))
             kwargs = {
-                "theta_bounds": tuple(tuple(b) for b in meta.pop("theta_bounds")),
+                "theta_bounds": bounds,
                 "log_kappa": meta.pop("log_kappa_fixed"),
-                "kappa_surface": None if surface is None else KappaSurface.from_dict(surface),
+                "kappa_surface": None if surface is None else _surface_from_sidecar(surface, bounds),
                 "kappa_mode": meta.pop("kappa_mode", "fixed"),
                 "fast_dtype": meta.pop("fast_dtype", "float32"),
                 "feature_set": fs,
@@ -899,3 +859,19 @@ class ClassifierEnsemble(RatioModel):
             f"ClassifierEnsemble({self.n_members} × {'-'.join(map(str, self.hidden))}, κ {self.kappa_mode}, "
             f"mX ∈ [{a:g}, {b:g}], mY ∈ [{c:g}, {d:g}] GeV, fast {self.fast_dtype})"
         )
+
+
+def _surface_from_sidecar(d: Mapping[str, Any], bounds) -> KappaSurface:
+    """The κ table of a sidecar; older bundles stored a low-order Chebyshev series: tabulated here."""
+    if "coef" not in d:
+        return KappaSurface.from_dict(d)
+    coef = np.asarray(d["coef"], dtype=np.float64)
+    center, scale = _theta_scaling(bounds)
+    (a, b), (c, e) = bounds
+    mx, my = regular_nodes(a, b, 25.0), regular_nodes(c, e, 25.0)
+    u = np.polynomial.chebyshev.chebvander((mx - center[0]) / scale[0], len(coef) - 1)
+    v = np.polynomial.chebyshev.chebvander((my - center[1]) / scale[1], len(coef) - 1)
+    log.warning("κ(θ) of this bundle is a low-order fit (old format); recalibrate it with calibrate_kappa()")
+    return KappaSurface(
+        mx.tolist(), my.tolist(), (u @ coef @ v.T).tolist(), n_reference=d.get("n_reference", 0)
+    )
