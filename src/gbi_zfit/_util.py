@@ -7,10 +7,23 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import DataFileError, GBIError
 
-__all__ = ["atomic_path", "atomic_write_text", "read_json_object"]
+if TYPE_CHECKING:
+    import numpy as np
+
+T = TypeVar("T")
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "child_seed",
+    "dump_json",
+    "load_json_record",
+    "read_json_object",
+]
 
 
 @contextlib.contextmanager
@@ -103,6 +116,46 @@ def read_json_object(text_or_path, what: str) -> dict:
     if not isinstance(obj, dict):
         raise DataFileError(f"{source} does not hold {what} (a JSON object), but a {type(obj).__name__}")
     return obj
+
+
+def child_seed(seed: int | np.random.SeedSequence | None, *key: int) -> np.random.SeedSequence:
+    """The child ``key`` of ``seed`` (an int, a SeedSequence, or None for fresh entropy), built directly.
+
+    Unlike ``seed.spawn()`` this has no state: the same call always gives the same child.
+    """
+    import numpy as np
+
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, *key))
+    return np.random.SeedSequence(seed, spawn_key=key)
+
+
+def dump_json(
+    record: Any, path: str | os.PathLike | None = None, *, indent: int, allow_nan: bool = True
+) -> str:
+    """JSON text of ``record``, also written to ``path`` (atomically) if given: the ``to_json`` of results."""
+    import json
+
+    text = json.dumps(record, indent=indent, allow_nan=allow_nan)
+    if path is not None:
+        atomic_write_text(path, text)
+    return text
+
+
+def load_json_record(cls: type[T], text_or_path, what: str) -> T:
+    """``cls.from_dict`` of the JSON object in a file or JSON text: the ``from_json`` of results.
+
+    Raises
+    ------
+    DataFileError
+        As :func:`read_json_object` (``what`` names the record there), or the object does not describe a
+        ``cls`` (``from_dict`` raises ``TypeError``, ``KeyError`` or ``ValueError``).
+    """
+    d = read_json_object(text_or_path, what)
+    try:
+        return cls.from_dict(d)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise DataFileError(f"the JSON does not describe a {cls.__name__}: {exc}") from exc
 
 
 def as_float64(value):

@@ -21,7 +21,6 @@ at any time, e.g. while the run is going.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from .._util import atomic_write_text, read_json_object
+from .._util import dump_json, load_json_record
 from ..errors import DataFileError, InputError
 from .toys import ToyConfig, run_toys, store_config
 
@@ -192,19 +191,12 @@ class CoverageResult:
         return cls(**d)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return dump_json(self.to_dict(), path, indent=1, allow_nan=False)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> CoverageResult:
         """From a JSON file or JSON text written by :meth:`to_json`; :class:`DataFileError` if it is not one."""
-        d = read_json_object(text_or_path, "a coverage result")
-        try:
-            return cls.from_dict(d)
-        except (TypeError, KeyError, ValueError) as exc:
-            raise DataFileError(f"the JSON does not describe a CoverageResult: {exc}") from exc
+        return load_json_record(cls, text_or_path, "a coverage result")
 
     def __eq__(self, other) -> bool:
         return isinstance(other, CoverageResult) and self.to_dict() == other.to_dict()

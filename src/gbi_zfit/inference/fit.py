@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -14,10 +13,10 @@ import zfit
 from iminuit import Minuit
 from zfit.minimizers.strategy import FailMinimizeNaN
 
-from .._util import atomic_write_text, read_json_object
+from .._util import dump_json, load_json_record
 from ..data.convert import feature_space, to_zfit_data
 from ..data.events import Events
-from ..errors import DataFileError, FitError, InputError, ParameterRangeError
+from ..errors import FitError, InputError, ParameterRangeError
 from ..models.base import RatioModel
 from ..pdf.penalty import low_mass_penalty
 from ..pdf.ratio import RatioPDF
@@ -76,19 +75,12 @@ class FitResult:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of :meth:`to_dict`; also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return dump_json(self.to_dict(), path, indent=2)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> FitResult:
         """From a JSON file or JSON text written by :meth:`to_json`; :class:`DataFileError` if it is not one."""
-        d = read_json_object(text_or_path, "a fit result")
-        try:
-            return cls.from_dict(d)
-        except (TypeError, KeyError, ValueError) as exc:
-            raise DataFileError(f"the JSON does not describe a FitResult: {exc}") from exc
+        return load_json_record(cls, text_or_path, "a fit result")
 
     def __str__(self) -> str:
         status = "valid" if self.valid else "INVALID"

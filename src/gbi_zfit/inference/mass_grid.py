@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .._util import atomic_write_text
+from .._util import dump_json
 from ..errors import InputError, ParameterRangeError
 from .fit import PARAM_NAMES
 
@@ -448,10 +448,7 @@ class MassGridResult:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of :meth:`to_dict` (no NaN literals); also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return dump_json(self.to_dict(), path, indent=1, allow_nan=False)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> MassGridResult:

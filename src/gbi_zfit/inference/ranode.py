@@ -61,22 +61,24 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from scipy import stats
 
-from .._util import atomic_write_text
+from .._util import dump_json
 from ..data.events import Events, FeatureSet, get_feature_set
 from ..data.regions import SignalRegion
 from ..errors import InputError, ParameterRangeError
 from ..models.ranode import EventDensity, SignalFlowEnsemble, child_seed, train_signal_flows
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -104,6 +106,20 @@ _LOG_R_MAX = 700.0  # f / p_B beyond e^700 would overflow; no physical density r
 
 def _level_key(cl: float) -> str:
     return f"{cl:.4g}"
+
+
+def _train_flows(data: RANODEData, mus: Sequence[float], **kwargs: Any) -> list[SignalFlowEnsemble]:
+    """Signal flows trained on the training pool of ``data`` at each μ in ``mus`` (kwargs as
+    :func:`~gbi_zfit.models.ranode.train_signal_flows`)."""
+    return train_signal_flows(
+        data.x_train,
+        data.mjj_train,
+        data.log_pb_train,
+        mus,
+        feature_set=data.feature_set,
+        signal_region=data.signal_region,
+        **kwargs,
+    )
 
 
 def _threshold(cl: float) -> float:
@@ -372,8 +388,45 @@ def _bootstrap_delta_ll(
 # Gaussian-process likelihood curve
 
 
+class _LevelIntervals:
+    """What the μ results share: intervals per confidence level, Z = √q0, and their JSON-able records.
+
+    A subclass (a dataclass with a ``q0`` property) names the field holding ``{level key: (low, high)}``
+    in ``_intervals`` and what to call those intervals in errors in ``_interval_name``.
+    """
+
+    _intervals: ClassVar[str]
+    _interval_name: ClassVar[str]
+
+    @property
+    def significance(self) -> float:
+        """√q0."""
+        return math.sqrt(self.q0)
+
+    def interval(self, cl: float = 0.6827) -> tuple[float, float]:
+        """The interval at confidence level ``cl`` (one of the fitted levels)."""
+        intervals = getattr(self, self._intervals)
+        try:
+            return intervals[_level_key(cl)]
+        except KeyError:
+            raise InputError(
+                f"no {self._interval_name} at level {cl}; available: {sorted(intervals)}"
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d[self._intervals] = {k: list(v) for k, v in getattr(self, self._intervals).items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        d = dict(d)
+        d[cls._intervals] = {k: tuple(v) for k, v in d[cls._intervals].items()}
+        return cls(**d)
+
+
 @dataclasses.dataclass
-class LikelihoodCurve:
+class LikelihoodCurve(_LevelIntervals):
     """GP interpolation of ΔlnL(μ) in log10 μ, its maximum and the intervals.
 
     Attributes
@@ -414,28 +467,8 @@ class LikelihoodCurve:
         """2 ΔlnL at the maximum (discovery test statistic against μ = 0)."""
         return 2.0 * max(self.max_delta_ll, 0.0)
 
-    @property
-    def significance(self) -> float:
-        """√q0."""
-        return math.sqrt(self.q0)
-
-    def interval(self, cl: float = 0.6827) -> tuple[float, float]:
-        """The interval at confidence level ``cl`` (one of the fitted levels)."""
-        try:
-            return self.intervals[_level_key(cl)]
-        except KeyError:
-            raise InputError(f"no interval at level {cl}; available: {sorted(self.intervals)}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["intervals"] = {k: list(v) for k, v in self.intervals.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LikelihoodCurve:
-        d = dict(d)
-        d["intervals"] = {k: tuple(v) for k, v in d["intervals"].items()}
-        return cls(**d)
+    _intervals = "intervals"
+    _interval_name = "interval"
 
 
 def fit_likelihood_curve(
@@ -742,16 +775,12 @@ def scan_mu(
         round_store = store
         if store is not None and round_:
             round_store = Path(store).with_name(Path(store).stem + f".refine{round_}.jsonl")
-        ensembles = train_signal_flows(
-            data.x_train,
-            data.mjj_train,
-            data.log_pb_train,
+        ensembles = _train_flows(
+            data,
             points,
             config=config,
             n_members=n_members,
             seed=seed,
-            feature_set=data.feature_set,
-            signal_region=data.signal_region,
             executor=executor,
             store=round_store,
             progress=progress,
@@ -815,7 +844,7 @@ def scan_mu(
 
 
 @dataclasses.dataclass
-class MuFitResult:
+class MuFitResult(_LevelIntervals):
     """Minuit fit of μ with the signal density frozen.
 
     Attributes
@@ -854,28 +883,17 @@ class MuFitResult:
     def q0(self) -> float:
         return 2.0 * max(self.delta_ll, 0.0) if self.mu > 0 else 0.0
 
-    @property
-    def significance(self) -> float:
-        return math.sqrt(self.q0)
-
-    def interval(self, cl: float = 0.6827) -> tuple[float, float]:
-        try:
-            return self.minos[_level_key(cl)]
-        except KeyError:
-            raise InputError(f"no MINOS interval at level {cl}; available: {sorted(self.minos)}") from None
+    _intervals = "minos"
+    _interval_name = "MINOS interval"
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["minos"] = {k: list(v) for k, v in self.minos.items()}
+        d = super().to_dict()
         d["limits"] = list(self.limits)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MuFitResult:
-        d = dict(d)
-        d["minos"] = {k: tuple(v) for k, v in d["minos"].items()}
-        d["limits"] = tuple(d["limits"])
-        return cls(**d)
+        return super().from_dict({**d, "limits": tuple(d["limits"])})
 
     def __str__(self) -> str:
         trained = "" if self.mu_train is None else f", f trained at μ = {self.mu_train:.4g}"
@@ -1044,10 +1062,7 @@ class RANODEResult:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of :meth:`to_dict`; also written to ``path`` (atomically) if given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        return dump_json(self.to_dict(), path, indent=2)
 
     def __str__(self) -> str:
         return str(self.scan) + ("" if self.fit is None else "\n" + str(self.fit))
@@ -1123,16 +1138,12 @@ def run_ranode(
     if fit_at is None:
         return RANODEResult(scan, None)
     mu_train = scan.mu_hat if fit_at == "mu_hat" else fit_at
-    flow = SignalFlowEnsemble.train(
-        data.x_train,
-        data.mjj_train,
-        data.log_pb_train,
-        mu_train,
+    (flow,) = _train_flows(
+        data,
+        [mu_train],
         config=config,
         n_members=n_members,
         seed=seed,
-        feature_set=data.feature_set,
-        signal_region=data.signal_region,
         executor=executor,
         store=None if work is None else work / f"fit_mu_{mu_train:.6e}.jsonl",
         progress=progress,

@@ -41,7 +41,7 @@ import numpy as np
 from keras import ops
 
 from ..data.events import Events, FeatureSet, get_feature_set
-from ..errors import ConfigError, FitError, InputError, ModelFileError
+from ..errors import ConfigError, FitError, InputError
 from ..parallel import spawn_seeds
 from .device import device_plan, training_scope
 from .preprocessing import FeatureTransform
@@ -454,14 +454,13 @@ class CFMGenerator:
         ModelFileError
             Missing/corrupt/tampered files, another kind of model, or other features.
         """
-        from .persistence import load_bundle
+        from .persistence import parse_bundle
 
         fs = get_feature_set(feature_set)
-        members, sidecar = load_bundle(
-            path, kind=_KIND, kind_version=_KIND_VERSION, expected_features=fs.names
-        )
-        meta = dict(sidecar["metadata"])
-        try:
+        with parse_bundle(
+            path, kind=_KIND, kind_version=_KIND_VERSION, expected_features=fs.names, what="CFM bundle"
+        ) as (members, sidecar):
+            meta = dict(sidecar["metadata"])
             pre = sidecar["preprocessing"]
             history = meta.pop("history", None)
             config = CFMConfig.from_dict(meta.pop("config"))
@@ -475,10 +474,6 @@ class CFMGenerator:
                 history=None if history is None else TrainingHistory.from_dict(history),
                 metadata=meta,
             )
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, InputError, ConfigError) as exc:
-            raise ModelFileError(f"{path}: invalid CFM bundle: {exc}") from exc
 
     def __repr__(self) -> str:
         c = self.config

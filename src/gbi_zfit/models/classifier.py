@@ -52,7 +52,7 @@ import tensorflow as tf
 
 from ..data.benchmark import LHCOSim
 from ..data.events import FeatureSet, get_feature_set
-from ..errors import ConfigError, FitError, InputError, ModelFileError
+from ..errors import ConfigError, FitError, InputError
 from ..parallel import Executor, SerialExecutor, run_tasks, spawn_seeds
 from .base import RatioModel
 from .device import device_plan, training_scope
@@ -822,14 +822,13 @@ class ClassifierEnsemble(RatioModel):
         ModelFileError
             Missing/corrupt/tampered files, another kind of model, or other features.
         """
-        from .persistence import load_bundle
+        from .persistence import parse_bundle
 
         fs = get_feature_set(feature_set)
-        members, sidecar = load_bundle(
-            path, kind=_KIND, kind_version=_KIND_VERSION, expected_features=fs.names
-        )
-        meta = dict(sidecar["metadata"])
-        try:
+        with parse_bundle(
+            path, kind=_KIND, kind_version=_KIND_VERSION, expected_features=fs.names, what="classifier bundle"
+        ) as (members, sidecar):
+            meta = dict(sidecar["metadata"])
             weights = [
                 m if isinstance(m, list) else [np.asarray(w) for w in m.get_weights()]
                 for m in members.values()
@@ -848,10 +847,6 @@ class ClassifierEnsemble(RatioModel):
                 meta.pop(k, None)
             kwargs.update(overrides)
             return cls(weights, FeatureTransform.from_dict(sidecar["preprocessing"]), metadata=meta, **kwargs)
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
-            raise ModelFileError(f"{path}: invalid classifier bundle: {exc}") from exc
 
     def __repr__(self) -> str:
         (a, b), (c, d) = self.theta_bounds

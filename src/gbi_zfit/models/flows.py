@@ -61,11 +61,12 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from .._util import child_seed
 from ..data.events import Events, FeatureSet, get_feature_set
 from ..data.regions import DEFAULT_SR, SignalRegion
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError
 from ..parallel import Executor, SerialExecutor, run_tasks, spawn_seeds
-from .persistence import load_bundle, save_bundle
+from .persistence import parse_bundle, save_bundle
 from .preprocessing import FeatureTransform
 from .training import TrainingHistory, fit_early_stopping, seed_ints, train_validation_split
 
@@ -562,14 +563,55 @@ def _member_state(y: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     return {"y": y, "c": c}
 
 
+def fit_member(
+    step,
+    evaluate,
+    train,
+    val,
+    *,
+    config: FlowConfig,
+    seed,
+    flow: ConditionalFlow,
+    progress: bool,
+    desc: str,
+    what: str,
+) -> TrainingHistory:
+    """Train one ensemble member with early stopping (:func:`.training.fit_early_stopping`).
+
+    Batch size, epoch limit and patience come from ``config``; ``seed`` orders the batches, ``flow`` gives
+    and takes the weights (the best epoch is restored). Shared with the signal flows of :mod:`.ranode`.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Training was interrupted: "training of {what} interrupted" stops the whole ensemble, not just
+        this member.
+    """
+    history = fit_early_stopping(
+        step,
+        evaluate,
+        train,
+        val,
+        batch_size=config.batch_size,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        seed=seed,
+        get_weights=flow.get_weights,
+        set_weights=flow.set_weights,
+        progress=progress,
+        desc=desc,
+    )
+    if history.interrupted:
+        raise KeyboardInterrupt(f"training of {what} interrupted")
+    return history
+
+
 def _train_member(state: Mapping[str, np.ndarray], item: Mapping[str, Any]) -> dict[str, Any]:
     """Train one ensemble member; ``item`` = {"index", "seed" (SeedSequence), "config" (dict), ...}."""
     config = FlowConfig.from_dict(item["config"])
     y_all, c_all = state["y"], state["c"]
     root = item["seed"]  # children built explicitly: calling twice with one SeedSequence gives one result
-    split_seed, init_seed, shuffle_seed = (
-        np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, j)) for j in range(3)
-    )
+    split_seed, init_seed, shuffle_seed = (child_seed(root, j) for j in range(3))
     train_idx, val_idx = train_validation_split(
         len(y_all), config.validation_fraction, np.random.default_rng(split_seed)
     )
@@ -610,22 +652,18 @@ def _train_member(state: Mapping[str, np.ndarray], item: Mapping[str, Any]) -> d
         return -total / len(y)
 
     t0 = time.perf_counter()
-    history = fit_early_stopping(
+    history = fit_member(
         lambda batch: step(*batch),
         evaluate,
         train,
         val,
-        batch_size=config.batch_size,
-        max_epochs=config.max_epochs,
-        patience=config.patience,
+        config=config,
         seed=shuffle_seed,
-        get_weights=flow.get_weights,
-        set_weights=flow.set_weights,
+        flow=flow,
         progress=bool(item.get("progress", False)),
         desc=f"flow member {item['index']}",
+        what=f"flow member {item['index']}",
     )
-    if history.interrupted:  # stop the whole ensemble, not just this member
-        raise KeyboardInterrupt(f"training of flow member {item['index']} interrupted")
     if not math.isfinite(history.best_val_loss):
         raise InputError(
             f"flow member {item['index']} did not train: validation loss {history.best_val_loss}; "
@@ -994,27 +1032,17 @@ class BackgroundFlowEnsemble:
     # -- persistence --------------------------------------------------------------------------------
     def save(self, directory: Any, *, overwrite: bool = True) -> Any:
         """Save as a bundle (``member_XX.npz`` + ``model.json``, atomic); returns the directory."""
-        metadata = {
-            "config": self.config.to_dict(),
-            "feature_set": self.feature_set.name,
-            "mjj_range": list(self.mjj_range),
-            "signal_region": None
-            if self.signal_region is None
-            else [self.signal_region.low, self.signal_region.high],
-            "seed": self.seed,
-            "n_members": self.n_members,
-            "history": [h.to_dict() for h in self.histories],
-            "info": self.info,
-        }
-        members = {f"member_{k:03d}": m.get_weights() for k, m in enumerate(self.members)}
-        return save_bundle(
+        sr = self.signal_region
+        return save_ensemble(
+            self,
             directory,
             kind=BUNDLE_KIND,
             kind_version=BUNDLE_KIND_VERSION,
-            members=members,
             features=list(self.feature_names),
-            metadata=metadata,
-            preprocessing=self.preprocessing.to_dict(),
+            metadata={
+                "mjj_range": list(self.mjj_range),
+                "signal_region": None if sr is None else [sr.low, sr.high],
+            },
             overwrite=overwrite,
         )
 
@@ -1030,11 +1058,14 @@ class BackgroundFlowEnsemble:
             Missing/corrupt/tampered files, another kind of model, a newer format, feature mismatch,
             or weights that do not fit the stored architecture.
         """
-        members, sidecar = load_bundle(
-            directory, kind=BUNDLE_KIND, expected_features=expected_features, kind_version=BUNDLE_KIND_VERSION
-        )
-        meta = sidecar["metadata"]
-        try:
+        with parse_bundle(
+            directory,
+            kind=BUNDLE_KIND,
+            expected_features=expected_features,
+            kind_version=BUNDLE_KIND_VERSION,
+            what="background-flow metadata",
+        ) as (members, sidecar):
+            meta = sidecar["metadata"]
             config = FlowConfig.from_dict(meta["config"])
             pre = FlowPreprocessing.from_dict(sidecar["preprocessing"])
             fs = get_feature_set(meta["feature_set"])
@@ -1044,8 +1075,6 @@ class BackgroundFlowEnsemble:
             if not (len(mjj_range) == 2 and 0 < mjj_range[0] < mjj_range[1] < math.inf):
                 raise InputError(f"mjj_range {mjj_range} must be (low, high) with 0 < low < high")
             histories = [TrainingHistory.from_dict(h) for h in meta.get("history", [])]
-        except (KeyError, TypeError, ValueError, AttributeError, ConfigError, InputError) as exc:
-            raise ModelFileError(f"{directory}: invalid background-flow metadata: {exc}") from exc
         if list(fs.names) != sidecar.get("features"):
             raise ModelFileError(
                 f"{directory}: sidecar features {sidecar.get('features')} ≠ feature set {fs.names}"
@@ -1062,3 +1091,41 @@ class BackgroundFlowEnsemble:
             seed=meta.get("seed"),
             info=meta.get("info", {}),
         )
+
+
+def save_ensemble(
+    ensemble: Any,
+    directory: Any,
+    *,
+    kind: str,
+    kind_version: int,
+    features: Sequence[str],
+    metadata: Mapping[str, Any],
+    overwrite: bool = True,
+) -> Any:
+    """Save an ensemble of :class:`ConditionalFlow` members as a bundle (one ``member_XXX.npz`` each).
+
+    ``ensemble`` has ``members``, ``preprocessing``, ``config``, ``feature_set``, ``seed``,
+    ``histories`` and ``info`` (this module's and :mod:`.ranode`'s ensembles); ``metadata`` holds what
+    else its kind stores, written after the configuration and feature set.
+    """
+    record = {
+        "config": ensemble.config.to_dict(),
+        "feature_set": ensemble.feature_set.name,
+        **metadata,
+        "seed": ensemble.seed,
+        "n_members": len(ensemble.members),
+        "history": [h.to_dict() for h in ensemble.histories],
+        "info": ensemble.info,
+    }
+    members = {f"member_{k:03d}": m.get_weights() for k, m in enumerate(ensemble.members)}
+    return save_bundle(
+        directory,
+        kind=kind,
+        kind_version=kind_version,
+        members=members,
+        features=features,
+        metadata=record,
+        preprocessing=ensemble.preprocessing.to_dict(),
+        overwrite=overwrite,
+    )

@@ -44,6 +44,7 @@ because unsafe deserialisation (lambdas, pickles) is never enabled.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import importlib.metadata
@@ -55,7 +56,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -69,6 +70,7 @@ __all__ = [
     "SIDECAR_NAME",
     "LoadedBundle",
     "load_bundle",
+    "parse_bundle",
     "read_sidecar",
     "save_bundle",
     "verify_bundle",
@@ -544,3 +546,29 @@ def load_bundle(
         except Exception as exc:
             raise ModelFileError(f"{d}: member {name!r} ({entry['file']}) cannot be loaded: {exc}") from exc
     return LoadedBundle(members, sidecar)
+
+
+@contextlib.contextmanager
+def parse_bundle(
+    directory: str | os.PathLike,
+    *,
+    kind: str | None,
+    what: str,
+    expected_features: Sequence[str] | None = None,
+    kind_version: int | None = None,
+) -> Iterator[LoadedBundle]:
+    """:func:`load_bundle`, for a ``with`` block that rebuilds the model from what it returns.
+
+    A malformed record met inside the block — ``KeyError``, ``TypeError``, ``ValueError`` (so also
+    :class:`~gbi_zfit.errors.InputError` and :class:`~gbi_zfit.errors.ConfigError`) or ``AttributeError``
+    — becomes :class:`ModelFileError` ``"{directory}: invalid {what}: {exc}"``; a :class:`ModelFileError`
+    passes unchanged::
+
+        with parse_bundle(path, kind="cfm", what="CFM bundle") as (members, sidecar):
+            config = CFMConfig.from_dict(sidecar["metadata"]["config"])
+    """
+    bundle = load_bundle(directory, kind=kind, expected_features=expected_features, kind_version=kind_version)
+    try:
+        yield bundle
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"{directory}: invalid {what}: {exc}") from exc

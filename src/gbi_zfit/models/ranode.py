@@ -70,13 +70,14 @@ from typing import Any
 
 import numpy as np
 
+from .._util import child_seed
 from ..data.events import FeatureSet, get_feature_set
 from ..data.regions import DEFAULT_SR, SignalRegion
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError, RegionError
 from ..parallel import Executor, ResultStore, SerialExecutor, run_tasks, spawn_seeds
-from .persistence import load_bundle, save_bundle
+from .persistence import parse_bundle
 from .preprocessing import FeatureTransform, default_kind
-from .training import TrainingHistory, fit_early_stopping, seed_ints, train_validation_split
+from .training import TrainingHistory, seed_ints, train_validation_split
 
 __all__ = [
     "EventDensity",
@@ -512,23 +513,13 @@ class _Trainer:
         self.t.assign(0.0)
 
 
-def child_seed(seed: int | np.random.SeedSequence | None, *key: int) -> np.random.SeedSequence:
-    """The child ``key`` of ``seed`` (an int, a SeedSequence, or None for fresh entropy), built directly.
-
-    Unlike ``seed.spawn()`` this has no state: the same call always gives the same child.
-    """
-    if isinstance(seed, np.random.SeedSequence):
-        return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, *key))
-    return np.random.SeedSequence(seed, spawn_key=key)
-
-
 def _member_state(z: np.ndarray, log_det: np.ndarray, log_pb: np.ndarray) -> dict[str, Any]:
     return {"z": z, "log_det": log_det, "log_pb": log_pb, "trainers": {}}
 
 
 def _train_member(state: dict[str, Any], item: Mapping[str, Any]) -> dict[str, Any]:
     """Train member ``item["member"]`` at ``item["mu"]``; returns its weights and history (JSON-able)."""
-    from .flows import FlowConfig
+    from .flows import FlowConfig, fit_member
 
     config = FlowConfig.from_dict(item["config"])
     z_all = state["z"]
@@ -558,22 +549,18 @@ def _train_member(state: dict[str, Any], item: Mapping[str, Any]) -> dict[str, A
         return total / len(a[0])
 
     t0 = time.perf_counter()
-    history = fit_early_stopping(
+    history = fit_member(
         lambda batch: trainer.step(*batch, log_mu, log_1m),
         evaluate,
         train,
         val,
-        batch_size=config.batch_size,
-        max_epochs=config.max_epochs,
-        patience=config.patience,
+        config=config,
         seed=shuffle_seed,
-        get_weights=trainer.flow.get_weights,
-        set_weights=trainer.flow.set_weights,
+        flow=trainer.flow,
         progress=bool(item.get("progress", False)),
         desc=f"signal flow μ={mu:.3g} member {item['member']}",
+        what=f"signal-flow member {item['member']} at μ = {mu:g}",
     )
-    if history.interrupted:
-        raise KeyboardInterrupt(f"training of signal-flow member {item['member']} at μ = {mu:g} interrupted")
     if not math.isfinite(history.best_val_loss):
         raise InputError(
             f"signal-flow member {item['member']} at μ = {mu:g} did not train (validation loss "
@@ -898,24 +885,15 @@ class SignalFlowEnsemble(EventDensity):
     # -- persistence --------------------------------------------------------------------------------
     def save(self, directory: Any, *, overwrite: bool = True) -> Path:
         """Save as a bundle (``member_XXX.npz`` + ``model.json``, atomic); returns the directory."""
-        metadata = {
-            "config": self.config.to_dict(),
-            "feature_set": self.feature_set.name,
-            "mu": self.mu,
-            "seed": self.seed,
-            "n_members": self.n_members,
-            "history": [h.to_dict() for h in self.histories],
-            "info": self.info,
-        }
-        members = {f"member_{k:03d}": m.get_weights() for k, m in enumerate(self.members)}
-        return save_bundle(
+        from .flows import save_ensemble
+
+        return save_ensemble(
+            self,
             directory,
             kind=BUNDLE_KIND,
             kind_version=BUNDLE_KIND_VERSION,
-            members=members,
             features=[*self.feature_set.names, MJJ_COLUMN],
-            metadata=metadata,
-            preprocessing=self.preprocessing.to_dict(),
+            metadata={"mu": self.mu},
             overwrite=overwrite,
         )
 
@@ -931,9 +909,10 @@ class SignalFlowEnsemble(EventDensity):
         """
         from .flows import FlowConfig
 
-        members, sidecar = load_bundle(directory, kind=BUNDLE_KIND, kind_version=BUNDLE_KIND_VERSION)
-        meta = sidecar["metadata"]
-        try:
+        with parse_bundle(
+            directory, kind=BUNDLE_KIND, kind_version=BUNDLE_KIND_VERSION, what="signal-flow metadata"
+        ) as (members, sidecar):
+            meta = sidecar["metadata"]
             config = FlowConfig.from_dict(meta["config"])
             pre = SignalFlowPreprocessing.from_dict(sidecar["preprocessing"])
             fs = get_feature_set(meta["feature_set"])
@@ -941,8 +920,6 @@ class SignalFlowEnsemble(EventDensity):
             if not 0.0 < mu < 1.0:
                 raise InputError(f"training μ = {mu} is not in (0, 1)")
             histories = [TrainingHistory.from_dict(h) for h in meta.get("history", [])]
-        except (KeyError, TypeError, ValueError, AttributeError, ConfigError, InputError) as exc:
-            raise ModelFileError(f"{directory}: invalid signal-flow metadata: {exc}") from exc
         if sidecar.get("features") != [*fs.names, MJJ_COLUMN]:
             raise ModelFileError(
                 f"{directory}: sidecar features {sidecar.get('features')} ≠ {[*fs.names, MJJ_COLUMN]}"
