@@ -66,6 +66,10 @@ def test_config_presets_and_validation():
     assert paper.theta_bounds == ((50.0, 600.0), (50.0, 600.0))
     quick = ClassifierConfig.preset("quick")
     assert ClassifierConfig.from_dict(quick.to_dict()) == quick
+    standard = ClassifierConfig.preset("standard")
+    assert standard.hidden == quick.hidden
+    assert (standard.epochs, standard.n_background) == (30, 160_000)
+    assert quick.kappa_mode == standard.kappa_mode == "sampled"
     with pytest.raises(ConfigError, match="kappa_mode"):
         ClassifierConfig(kappa_mode="learned")
     with pytest.raises(ConfigError, match="mx_grid"):

@@ -50,7 +50,7 @@ __all__ = [
     "run_paws",
 ]
 
-PRESETS = ("paper", "quick", "test")
+PRESETS = ("paper", "standard", "quick", "test")
 SR_BACKGROUND_FILE = "sr_background.npz"
 #: At most this many sideband events (and at most 5 % of them) are kept out of CFM training for the
 #: sideband-closure check.
