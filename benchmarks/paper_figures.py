@@ -67,7 +67,7 @@ COMPONENTS = ("sensitivity", "ranode", "mass_grid")
 PRESETS: dict[str, dict[str, list[str]]] = {
     "quick": {
         "sensitivity": [
-            "--realisations", "2", "--n-background", "30000", "--train-n-background", "200000",
+            "--realisations", "2", "--n-background", "30000", "--train-n-background", "200000", "--classifier-preset", "quick",
             "--start", "truth", "--theta", "300", "150", "--s-over-sqrt-b", "0.3", "1", "3",
         ],
         "ranode": [

@@ -235,7 +235,7 @@ def _plot(summary: dict, path: Path, paws: dict | None = None) -> None:
     from gbi_zfit.plotting._style import save, style
 
     plt, _ = style()
-    fig, ax = plt.subplots(figsize=(7.5, 6))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
     colours = {"learned": "C0", "oracle_pb": "C1", "ideal": "k"}
     labels = {
         "learned": "R-ANODE (learned $p_B$)",
@@ -274,10 +274,11 @@ def _plot(summary: dict, path: Path, paws: dict | None = None) -> None:
     ax.plot(grid, grid, ":", color="grey", label=r"$\hat\mu = \mu_{inj}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # the default minor labels overlap
     ax.set_ylim(1e-5, 0.1)
     ax.set_xlabel(r"injected $\mu$ (SR signal fraction)")
-    ax.set_ylabel(r"median $\hat\mu$ (bands: median 95 % interval)")
-    ax.legend(fontsize=11, loc="upper left")
+    ax.set_ylabel(r"median $\hat\mu$ (bands: 95 % interval)")
+    ax.legend(fontsize=10, loc="lower right")
     fig.tight_layout()
     save(fig, path)
 
