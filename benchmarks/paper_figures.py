@@ -26,14 +26,13 @@ in progress) is read from its ``runs/*.json``.
 
 Run the component benchmarks first (as subprocesses, outputs under ``OUT/runs/``), then assemble::
 
-    python benchmarks/paper_figures.py --quick --out /tmp/figs_quick   # small sizes, ≈ 15–20 min on 2 cores
+    python benchmarks/paper_figures.py --quick --out /tmp/figs_quick   # small sizes, ≈ 15–20 min on 2 cores (measured 17.5)
     python benchmarks/paper_figures.py --out benchmarks/results/paper  # the benchmarks' default sizes (hours)
     python benchmarks/paper_figures.py --quick --out DIR --dry-run     # only print the commands
 
 The runs are resumable (rerun the same command); ``--only sensitivity ranode mass_grid`` picks components,
-``--sensitivity-models DIR`` reuses trained GBI-PAWS models. The quick preset's timing is an estimate
-from the components' measured per-item costs (training ≈ 5 min, 6 fits, 4 learned R-ANODE runs of
-≈ 1.5 min, 3 mass points with 10 bootstraps), not a measurement of the whole.
+``--sensitivity-models DIR`` reuses trained GBI-PAWS models. Measured for the quick preset on 2 CPU cores
+shared with a test run: sensitivity 187 s (training included), R-ANODE 802 s, mass grid 58 s — 17.5 min.
 """
 
 from __future__ import annotations
