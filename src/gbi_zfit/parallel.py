@@ -333,6 +333,7 @@ class DaskExecutor(Executor):
         **cluster_kwargs: Any,
     ):
         try:  # optional dependency: import on use so the serial path never needs it
+            import dask
             import distributed
         except ImportError as exc:
             raise ImportError(
@@ -375,7 +376,16 @@ class DaskExecutor(Executor):
                 "TF_NUM_INTRAOP_THREADS": os.environ.get("TF_NUM_INTRAOP_THREADS", str(threads_per_worker))
             }
         options.update(cluster_kwargs)
-        self._cluster = distributed.LocalCluster(**options)
+        # distributed starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold
+        # at 128 kB: every large numpy/TF buffer is then mmap'ed and page-faulted anew (measured: a toy's
+        # CPU time 4.6 → 9.2 s in one process). Keep freed memory in the heap instead; these must be set
+        # before the worker process starts, hence pre-spawn-environ. A value the user set is kept.
+        pre_spawn = {
+            f"distributed.nanny.pre-spawn-environ.{k}": os.environ.get(k, v)
+            for k, v in (("MALLOC_TRIM_THRESHOLD_", str(1 << 30)), ("MALLOC_MMAP_THRESHOLD_", str(32 << 20)))
+        }
+        with dask.config.set(pre_spawn):
+            self._cluster = distributed.LocalCluster(**options)
         try:
             self.client = distributed.Client(self._cluster, timeout=f"{timeout}s", set_as_default=False)
         except BaseException:
