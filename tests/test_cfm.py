@@ -265,3 +265,15 @@ def test_two_sample_auc_of_identical_distributions(sim, true_sr):
     q = generator_quality(other, true_sr.features("paws")[:2000], seed=2, c2st_kwargs=_SMALL_C2ST)
     assert q.auc < 0.55
     assert q.passed
+
+
+def test_two_sample_auc_is_reproducible(sim, true_sr):
+    """Same samples, same seed: the same AUC (every layer, the output layer too, is seeded)."""
+    from gbi_zfit.data.events import get_feature_set
+    from gbi_zfit.models.cfm import two_sample_auc
+
+    other = sim.sample_background_sr(1500, seed=24).features("paws")
+    ref = true_sr.features("paws")[:1500]
+    names = get_feature_set("paws").names
+    first = two_sample_auc(other, ref, names=names, seed=5, **_SMALL_C2ST)
+    assert two_sample_auc(other, ref, names=names, seed=5, **_SMALL_C2ST) == first

@@ -665,7 +665,9 @@ def two_sample_auc(
         h = keras.layers.Dense(
             w, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(init + i)
         )(h)
-    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    # every layer's initial weights from the seed: the same seed gives the same AUC
+    out = keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(init + len(hidden)))(h)
+    model = keras.Model(inputs, out)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
 
     fit_early_stopping(
