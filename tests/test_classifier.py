@@ -72,6 +72,10 @@ def test_config_presets_and_validation():
     assert quick.kappa_mode == standard.kappa_mode == "sampled"
     with pytest.raises(ConfigError, match="kappa_mode"):
         ClassifierConfig(kappa_mode="learned")
+    with pytest.raises(ConfigError, match="kappa_step"):
+        ClassifierConfig(kappa_step=0.0)
+    with pytest.raises(ConfigError, match="kappa_reference_size"):
+        ClassifierConfig(kappa_reference_size=1)
     with pytest.raises(ConfigError, match="mx_grid"):
         ClassifierConfig(mx_grid=(10.0, 100.0))
     with pytest.raises(ConfigError, match="unknown preset"):
