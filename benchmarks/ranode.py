@@ -58,7 +58,10 @@ def _background_flow(sim, events, r: int, args, executor) -> BackgroundFlowEnsem
     path = args.out / "background_flows" / f"r{r}"
     if (path / "model.json").is_file():
         return BackgroundFlowEnsemble.load(path)
-    config = FlowConfig.quick() if args.bkg_quick else FlowConfig()
+    epochs = {"max_epochs": args.bkg_max_epochs} if args.bkg_max_epochs else {}
+    if args.bkg_patience:
+        epochs["patience"] = args.bkg_patience
+    config = FlowConfig.quick(**epochs) if args.bkg_quick else FlowConfig(**epochs)
     flow = BackgroundFlowEnsemble.from_events(
         events,
         sim.signal_region,
@@ -68,6 +71,7 @@ def _background_flow(sim, events, r: int, args, executor) -> BackgroundFlowEnsem
         executor=executor,
         mjj_range=(2650.0, 7000.0),
         progress=not args.no_progress,
+        store=args.out / "work" / f"background_flows_r{r}.jsonl",
     )
     flow.save(path)
     return flow
@@ -78,14 +82,18 @@ def _run(method: str, sim, events, r: int, sb: float, args, executor, cache: dic
     if out.is_file():
         return json.loads(out.read_text())
     if method == "learned":
-        if r not in cache:
+        # with --shared-sidebands every realisation uses the flows of realisation 0's sidebands: SB and
+        # SR events of a Poisson sample are independent, so each data set is still an exact draw; only
+        # the spread over realisations no longer includes the flows' training variance
+        rb = 0 if args.shared_sidebands else r
+        if rb not in cache:
             # signal leakage into the sidebands is neglected, as in the paper (footnote 3): one background
             # model per realisation, trained on its background-only sidebands, serves every injection
             bkg_only = sim.make_dataset(
-                s_over_sqrt_b=0.0, n_background=args.n_background, seed=_seed(args, r)
+                s_over_sqrt_b=0.0, n_background=args.n_background, seed=_seed(args, rb)
             )
-            cache[r] = _background_flow(sim, bkg_only, r, args, executor)
-        background = FlowBackgroundDensity(cache[r], fit_sidebands(events.mjj, sim.signal_region))
+            cache[rb] = _background_flow(sim, bkg_only, rb, args, executor)
+        background = FlowBackgroundDensity(cache[rb], fit_sidebands(events.mjj, sim.signal_region))
     else:
         background = ExactBackgroundDensity(sim)
     data = RANODEData.from_events(events, background, seed=_seed(args, r, 1))
@@ -294,6 +302,13 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=0, help="second-round μ points around the peak")
     ap.add_argument("--bkg-members", type=int, default=20)
     ap.add_argument("--bkg-quick", action="store_true", help="FlowConfig.quick() background flows")
+    ap.add_argument("--bkg-max-epochs", type=int, default=None, help="epoch cap of the background flows")
+    ap.add_argument("--bkg-patience", type=int, default=None, help="early-stopping patience, ditto")
+    ap.add_argument(
+        "--shared-sidebands",
+        action="store_true",
+        help="train the background flows once, on realisation 0's sidebands, for all realisations",
+    )
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument(

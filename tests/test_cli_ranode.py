@@ -123,6 +123,13 @@ def test_train_flows_and_ranode(data_file, tmp_path, capsys):
     assert summary["features"] == ["mj2", "delta_mj", "tau21_j1", "tau21_j2"]
     assert math.isfinite(summary["best_val_loss_mean"])
     assert 0 < summary["n_sideband"] < summary["n_events"]
+    assert (out / "data" / "flows_store.jsonl").is_file()
+    capsys.readouterr()
+    # the same command again takes the member from the store: same model, no training
+    assert main(["train", "flows", str(data_file), "--out", str(out), "--seed", "3", *small]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    again = json.loads((out / "results" / "flows_training.json").read_text())
+    assert again["best_val_loss_mean"] == summary["best_val_loss_mean"]
 
     argv = [
         "ranode",

@@ -389,3 +389,33 @@ def test_dask_training_identical_to_serial(sim):
     for a, b in zip(serial.members, distributed.members, strict=True):
         for key, value in a.get_weights().items():
             np.testing.assert_allclose(value, b.get_weights()[key], rtol=1e-5, atol=1e-6)
+
+
+def test_training_resumes_from_store(sim, tmp_path, monkeypatch):
+    """Members in the store are not retrained and come back identical; other data are refused."""
+    import gbi_zfit.models.flows as flows_module
+
+    sb = sim.signal_region.sidebands(sim.sample_background(3000, seed=5))
+    cfg = FlowConfig.quick(n_layers=1, hidden_units=(8,), max_epochs=1, batch_size=256)
+    kw = {"config": cfg, "seed": 4, "progress": False, "store": tmp_path / "members.jsonl"}
+    first = BackgroundFlowEnsemble.from_events(sb, n_members=2, **kw)
+    calls = []
+    original = flows_module._train_member
+
+    def counting(state, item):
+        calls.append(item["index"])
+        return original(state, item)
+
+    monkeypatch.setattr(flows_module, "_train_member", counting)
+    more = BackgroundFlowEnsemble.from_events(sb, n_members=3, **kw)  # one new member only
+    assert calls == [2]
+    for a, b in zip(first.members, more.members[:2], strict=True):
+        for key, value in a.get_weights().items():
+            np.testing.assert_array_equal(value, np.asarray(b.get_weights()[key]))
+    x = sb.features("ranode")
+    np.testing.assert_allclose(
+        more.log_prob_members(x, sb.mjj).numpy()[:2], first.log_prob_members(x, sb.mjj).numpy()
+    )
+    other = sim.signal_region.sidebands(sim.sample_background(3000, seed=6))
+    with pytest.raises(ConfigError, match="different configuration"):
+        BackgroundFlowEnsemble.from_events(other, n_members=2, **kw)

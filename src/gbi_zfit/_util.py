@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
+    "array_digest",
     "atomic_path",
     "atomic_write_text",
     "child_seed",
@@ -116,6 +117,20 @@ def read_json_object(text_or_path, what: str) -> dict:
     if not isinstance(obj, dict):
         raise DataFileError(f"{source} does not hold {what} (a JSON object), but a {type(obj).__name__}")
     return obj
+
+
+def array_digest(*arrays: Any) -> str:
+    """SHA-256 of the float64 values and shapes of ``arrays``: identifies training data in a result store."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a, np.float64)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def child_seed(seed: int | np.random.SeedSequence | None, *key: int) -> np.random.SeedSequence:

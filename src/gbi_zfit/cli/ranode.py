@@ -4,6 +4,7 @@
     The background model of R-ANODE: an ensemble of conditional normalizing flows p_B(x | mjj) trained on
     the sideband events of DATA (R-ANODE features (mJ2, mJ1 − mJ2, τ21_J1, τ21_J2)), saved as a model
     bundle in ``DIR/models/flows``. Members train in parallel on Dask with ``--dask`` / ``--scheduler``.
+    Each finished member is saved in ``DIR/data/flows_store.jsonl``: the same command again resumes.
 
 ``gbi ranode DATA --flows DIR --out DIR``
     The R-ANODE μ scan on the SR events of DATA (:func:`gbi_zfit.inference.ranode.run_ranode`): p_B is the
@@ -24,6 +25,7 @@ Files under ``--out`` (:func:`._common.out_dirs`)::
     figures/ranode_scan.png           test ΔlnL per μ, the GP curve and the intervals
     models/ranode_signal/             the frozen signal ensemble of the Minuit fit (--minuit, learned f)
     data/ranode_store/                resumable task stores (default --store)
+    data/flows_store.jsonl            finished background-flow members (train flows; resumable)
     manifest.json
 """
 
@@ -180,6 +182,9 @@ def cmd_train_flows(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     dirs = out_dirs(out)
+    store = dirs["data"] / "flows_store.jsonl"
+    if store.is_file():
+        print(f"resuming from {store} (finished members are not trained again)", flush=True)
     t0 = time.perf_counter()
     with make_executor(dask=use_dask, scheduler=args.scheduler, n_workers=args.workers) as executor:
         if use_dask:
@@ -192,6 +197,7 @@ def cmd_train_flows(args: argparse.Namespace) -> int:
             seed=args.seed,
             executor=executor if use_dask else None,
             progress=_progress(args),
+            store=store,
         )
     flow.info["data"] = {"path": str(data.resolve()), "sha256": events_digest(events), "n_sideband": n_sb}
     bundle = flow.save(dirs["models"] / "flows")

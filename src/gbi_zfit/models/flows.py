@@ -52,6 +52,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -61,11 +62,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from .._util import child_seed
+from .._util import array_digest, child_seed
 from ..data.events import Events, FeatureSet, get_feature_set
 from ..data.regions import DEFAULT_SR, SignalRegion
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError
-from ..parallel import Executor, SerialExecutor, run_tasks, spawn_seeds
+from ..parallel import Executor, ResultStore, SerialExecutor, run_tasks, spawn_seeds
 from .persistence import parse_bundle, save_bundle
 from .preprocessing import FeatureTransform
 from .training import TrainingHistory, fit_early_stopping, seed_ints, train_validation_split
@@ -785,6 +786,7 @@ class BackgroundFlowEnsemble:
         executor: Executor | None = None,
         progress: bool = True,
         mjj_range: tuple[float, float] | None = None,
+        store: str | os.PathLike | ResultStore | None = None,
     ) -> BackgroundFlowEnsemble:
         """Train ``n_members`` flows on sideband events ``(x, mjj)``.
 
@@ -813,11 +815,18 @@ class BackgroundFlowEnsemble:
         mjj_range : (float, float), optional
             The mjj range the model is valid on (e.g. the analysis range); default the min/max of the
             training mjj. Densities are refused beyond it by more than 2 % of its width.
+        store : path or ResultStore, optional
+            A ``.jsonl`` result store: every member is saved there when it finishes, and members already
+            in it are not trained again, so an interrupted training resumes (same data, config and seed;
+            a store written for others raises :class:`~gbi_zfit.errors.ConfigError`). Raising
+            ``n_members`` later keeps the members already trained.
 
         Raises
         ------
         InputError
             Bad shapes, NaN/inf, events outside the transforms' domain, SR events, too few events.
+        ConfigError
+            ``store`` belongs to another training (data, configuration or seed differ).
         """
         config = config or FlowConfig()
         fs = get_feature_set(feature_set)
@@ -853,6 +862,21 @@ class BackgroundFlowEnsemble:
             {"index": k, "seed": s, "config": config.to_dict(), "progress": progress and in_process}
             for k, s in enumerate(seeds)
         ]
+        if store is not None and not isinstance(store, ResultStore):
+            store = ResultStore(
+                store,
+                {
+                    "task": "background_flows",
+                    "seed": (
+                        [str(seed.entropy), list(seed.spawn_key)]
+                        if isinstance(seed, np.random.SeedSequence)
+                        else seed
+                    ),
+                    "config": config.to_dict(),
+                    "feature_set": fs.name,
+                    "data": array_digest(x, mjj),
+                },
+            )
         t0 = time.perf_counter()
         own = executor is None
         executor = executor or SerialExecutor()
@@ -862,6 +886,7 @@ class BackgroundFlowEnsemble:
                 functools.partial(_member_state, y.numpy(), c.numpy()),
                 _train_member,
                 items,
+                store=store,
                 desc="background flows",
                 progress=progress,
             )

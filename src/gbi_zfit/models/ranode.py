@@ -60,7 +60,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-import hashlib
 import logging
 import math
 import time
@@ -70,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from .._util import child_seed
+from .._util import array_digest, child_seed
 from ..data.events import FeatureSet, get_feature_set
 from ..data.regions import DEFAULT_SR, SignalRegion
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError, RegionError
@@ -576,15 +575,6 @@ def _train_member(state: dict[str, Any], item: Mapping[str, Any]) -> dict[str, A
     }
 
 
-def _data_hash(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a, np.float64)
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def _check_mu_values(mus: Sequence[float]) -> list[float]:
     try:
         values = [float(m) for m in mus]
@@ -701,7 +691,7 @@ def train_signal_flows(
                 "config": config.to_dict(),
                 "feature_set": fs.name,
                 "signal_region": [signal_region.low, signal_region.high],
-                "data": _data_hash(x, mjj, log_pb),
+                "data": array_digest(x, mjj, log_pb),
             },
         )
     own = executor is None
