@@ -139,6 +139,11 @@ def columns(events: Events, **changes) -> dict:
         (lambda c: c.update(mjj=c["mjj"] / 1000), ["tev"]),
         (lambda c: c.update(mj1=c["mj2"], mj2=c["mj1"]), ["ordered"]),
         (lambda c: c.update(mj2=-c["mj2"]), ["negative"]),
+        (
+            lambda c: c.update(tau21_j2=np.where(np.arange(len(c["mjj"])) == 3, -1.0, c["tau21_j2"])),
+            ["tau21_j2", "1 value(s) outside [0, 1]", "row 3"],
+        ),
+        (lambda c: c.update(tau32_j1=c["tau32_j1"] * 10), ["tau32_j1", "outside [0, 1]", "branch"]),
     ],
     ids=[
         "nan",
@@ -152,6 +157,8 @@ def columns(events: Events, **changes) -> dict:
         "tev",
         "swapped",
         "negative",
+        "tau-sentinel",
+        "tau-scaled",
     ],
 )
 def test_events_reject_bad_columns(events, change, words):
@@ -525,6 +532,22 @@ def test_ratio_pdf_construction(oracle):
         RatioPDF(obs, oracle, mu, 300.0, 150.0, reference=np.ones((3, 5)))
     with raises(InputError, "reference"):
         RatioPDF(obs, oracle, mu, 300.0, 150.0).sample(5)
+
+
+def test_ratio_pdf_refuses_nan_events(oracle, sr_x):
+    import zfit
+
+    from gbi_zfit.pdf import RatioPDF
+
+    pdf = RatioPDF(feature_space("paws"), oracle, zfit.Parameter("mu_nan", 0.01, 0, 1), 300.0, 150.0)
+    x = sr_x[:5].copy()
+    good = pdf.pdf(x).numpy()
+    assert np.isfinite(good).all()
+    x[2, 3] = np.nan
+    x[4, 0] = np.inf
+    for method in (pdf.pdf, pdf.log_pdf):
+        with raises(InputError, "NaN/inf in 2 event(s)"):
+            method(x)
 
 
 @pytest.fixture(scope="module")

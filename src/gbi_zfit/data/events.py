@@ -119,7 +119,8 @@ class Events:
     Raises
     ------
     InputError
-        On missing or extra columns, unequal lengths, NaN/inf, unordered jets or TeV-looking masses.
+        On missing or extra columns, unequal lengths, NaN/inf, unordered jets, TeV-looking masses or
+        τ ratios outside [0, 1].
     """
 
     def __init__(
@@ -175,6 +176,16 @@ class Events:
         for k in ("mjj", "mj1", "mj2"):
             if n and (self.columns[k] < 0).any():
                 raise InputError(f"column {k!r} has negative masses; masses must be ≥ 0 GeV")
+        for k in ("tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2"):
+            # N-subjettiness ratios lie in [0, 1]; anything else is a sentinel (e.g. -1) or a wrong branch
+            bad = (self.columns[k] < 0) | (self.columns[k] > 1)
+            if n and bad.any():
+                rows = np.flatnonzero(bad)
+                raise InputError(
+                    f"column {k!r} has {bad.sum()} value(s) outside [0, 1] (e.g. {self.columns[k][rows[0]]:g} "
+                    f"at row {rows[0]}); N-subjettiness ratios lie in [0, 1]: drop events with sentinel "
+                    "values, or check the branch mapping"
+                )
         if n and (self.columns["mj1"] < self.columns["mj2"]).any():
             raise InputError(
                 "jets are not ordered by mass (mj1 < mj2 in some events); use Events.from_unordered "

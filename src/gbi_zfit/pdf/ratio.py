@@ -100,6 +100,11 @@ class RatioPDF(zfit.pdf.BasePDF):
         return None if self._reference is None else self._reference.numpy()
 
     def _log_ratio_ws(self, x, params):
+        # zfit drops Data rows outside the space, but a raw array reaches here as is: refuse NaN/inf
+        # rather than return NaN densities (eager calls only; a traced graph cannot raise our errors)
+        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(x))):
+            n_bad = int(tf.reduce_sum(tf.cast(~tf.reduce_all(tf.math.is_finite(x), axis=-1), tf.int32)))
+            raise InputError(f"x contains NaN/inf in {n_bad} event(s); drop or repair those events")
         log_ratio = self.ratio_model.log_ratio(x, params["mx"], params["my"])
         return log_mixture_ratio(log_ratio, params["mu"])
 
