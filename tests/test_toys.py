@@ -255,3 +255,16 @@ def test_serial_and_dask_give_identical_toys(small_run):
     with DaskExecutor(n_workers=2) as ex:
         dask = run_toys(SMALL, 3, SEED, ex, progress=False)
     assert _strip([json.loads(json.dumps(r)) for r in dask]) == _strip(serial)
+
+
+def test_model_weights_clip_negative_density_with_warning(caplog):
+    class Engine:
+        def log_ratio(self, mx, my):
+            return np.log(np.array([0.5, 1.0, 2.0, 10.0]))
+
+    w = model_event_weights(Engine(), 0.1, 300.0, 150.0)
+    np.testing.assert_allclose(w, [0.95, 1.0, 1.1, 1.9])
+    with caplog.at_level("WARNING", logger="gbi_zfit.inference.toys"):
+        w = model_event_weights(Engine(), -0.2, 300.0, 150.0)  # 1 + 1/0.2 = 6 < Λ = 10
+    np.testing.assert_allclose(w, [1.1, 1.0, 0.8, 0.0])
+    assert "negative on 1 of 4 events" in caplog.text

@@ -97,11 +97,25 @@ def _model_weights_from_log_ratio(log_ratio: np.ndarray, mu: float) -> np.ndarra
     w = 1.0 + mu * np.expm1(np.minimum(log_ratio, _MAX_LOG_RATIO))
     if not np.isfinite(w).all():
         raise InputError("model weights are not finite; check the ratio model")
+    negative = w < 0
+    if negative.any():
+        # only for μ < 0: μΛ + 1 − μ is not a density where Λ > 1 + 1/|μ|; toys use max(0, ·), renormalised
+        log.warning(
+            "the model density μΛ + 1 − μ is negative on %d of %d events at μ = %.4g (%.3g %% of the "
+            "weight); toys and Asimov sets use it clipped at 0",
+            int(negative.sum()),
+            len(w),
+            mu,
+            100 * float(-w[negative].sum() / np.abs(w).sum()),
+        )
     return np.clip(w, 0.0, None)
 
 
 def model_event_weights(engine, mu: float, mx: float, my: float) -> np.ndarray:
     """μ Λ(x_i | θ) + 1 − μ on the engine's events: the model density relative to p_B (≥ 0).
+
+    For μ < 0 the mixture is negative where Λ > 1 + 1/|μ|; those weights are set to 0 (the toys and
+    Asimov sets then come from the clipped, renormalised density) and a warning says how many.
 
     With the engine built on an SR *background reference* sample these are the resampling weights of
     toys from the model (:func:`model_toy_counts`) and, normalised, the Asimov weights.
