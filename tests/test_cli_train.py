@@ -78,6 +78,26 @@ def test_train_paws_outputs(chain):
     assert steps[:2] == ["train cfm", "train paws"]
 
 
+def test_train_paws_resumes_from_store(chain, tmp_path, capsys):
+    """Finished members come back from data/classifier_store.jsonl; other settings get a one-line error."""
+    import shutil
+
+    out = tmp_path / "resume"
+    (out / "data").mkdir(parents=True)
+    shutil.copy(chain["run"] / "data" / "classifier_store.jsonl", out / "data")
+    opts = "--preset test --ensemble 2 --kappa sampled --no-progress"
+    capsys.readouterr()
+    assert gbi(f"train paws --background {chain['sample']} --out {out} {opts}") == 0
+    assert "resuming from" in capsys.readouterr().out
+    a = ClassifierEnsemble.load(out / "models" / "paws")
+    b = ClassifierEnsemble.load(chain["run"] / "models" / "paws")
+    x = read_events(chain["sample"]).features("paws")[:500]
+    np.testing.assert_array_equal(a.predict(x, 300.0, 150.0), b.predict(x, 300.0, 150.0))
+    assert gbi(f"train paws --background {chain['sample']} --out {out} {opts} --epochs 1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classifier_store.jsonl" in err[0] and "delete it" in err[0]
+
+
 def test_fit_with_learned_model(chain, tmp_path, capsys):
     out = tmp_path / "fit"
     model = chain["run"] / "models" / "paws"

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import __version__
 
-__all__ = ["add_read_options", "out_dirs", "quiet_tf", "read_data", "read_options", "write_manifest"]
+__all__ = [
+    "add_read_options",
+    "member_store",
+    "out_dirs",
+    "quiet_tf",
+    "read_data",
+    "read_options",
+    "write_manifest",
+]
 
 
 def quiet_tf() -> None:
@@ -29,6 +39,24 @@ def out_dirs(out: Path) -> dict[str, Path]:
     except OSError as exc:
         raise DataFileError(f"cannot create the output directory {out}: {exc.strerror or exc}") from exc
     return dirs
+
+
+@contextlib.contextmanager
+def member_store(store: Path) -> Iterator[Path]:
+    """Resumable training into ``store`` (a ``.jsonl`` of finished members), with a CLI-sized mismatch error."""
+    from ..errors import ConfigError
+
+    if store.is_file():
+        print(f"resuming from {store} (finished members are not trained again)", flush=True)
+    try:
+        yield store
+    except ConfigError as exc:
+        if str(store) not in str(exc):
+            raise
+        raise ConfigError(
+            f"{store} holds members trained on other data or with other settings; delete it to train "
+            "afresh, or choose another --out"
+        ) from exc
 
 
 def write_manifest(out: Path, entry: dict) -> None:

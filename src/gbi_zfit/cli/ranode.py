@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError
-from ._common import add_read_options, out_dirs, quiet_tf, read_data, read_options, write_manifest
+from ._common import (
+    add_read_options,
+    member_store,
+    out_dirs,
+    quiet_tf,
+    read_data,
+    read_options,
+    write_manifest,
+)
 
 __all__ = ["cmd_ranode", "cmd_train_flows", "mu_grid_from_args", "register", "resolve_flows_bundle"]
 
@@ -182,11 +190,11 @@ def cmd_train_flows(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     dirs = out_dirs(out)
-    store = dirs["data"] / "flows_store.jsonl"
-    if store.is_file():
-        print(f"resuming from {store} (finished members are not trained again)", flush=True)
     t0 = time.perf_counter()
-    with make_executor(dask=use_dask, scheduler=args.scheduler, n_workers=args.workers) as executor:
+    with (
+        member_store(dirs["data"] / "flows_store.jsonl") as store,
+        make_executor(dask=use_dask, scheduler=args.scheduler, n_workers=args.workers) as executor,
+    ):
         if use_dask:
             print(f"executor: {type(executor).__name__} with {executor.n_workers} worker(s)", flush=True)
         flow = BackgroundFlowEnsemble.from_events(

@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ModelFileError
-from ._common import add_read_options, out_dirs, quiet_tf, read_data, read_options, write_manifest
+from ._common import (
+    add_read_options,
+    member_store,
+    out_dirs,
+    quiet_tf,
+    read_data,
+    read_options,
+    write_manifest,
+)
 
 __all__ = [
     "LearnedModels",
@@ -290,7 +298,10 @@ def run_paws(
         f"epochs){where}: {len(config.grid)} mass points × {config.n_signal_per_point} signal events vs "
         f"{n_bkg} SR background events"
     )
-    ensemble = train_classifier_ensemble(background, config, seed=seed, executor=executor, progress=progress)
+    with member_store(dirs["data"] / "classifier_store.jsonl") as store:
+        ensemble = train_classifier_ensemble(
+            background, config, seed=seed, executor=executor, progress=progress, store=store
+        )
     for i, hist in enumerate(ensemble.metadata["histories"]):
         print(
             f"  member {i}: {len(hist['loss'])} epochs (best {hist['best_epoch']}), "

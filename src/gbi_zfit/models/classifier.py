@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -50,10 +51,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from .._util import array_digest
 from ..data.benchmark import LHCOSim
 from ..data.events import FeatureSet, get_feature_set
 from ..errors import ConfigError, FitError, InputError
-from ..parallel import Executor, SerialExecutor, run_tasks, spawn_seeds
+from ..parallel import Executor, ResultStore, SerialExecutor, run_tasks, spawn_seeds
 from .base import RatioModel
 from .device import device_plan, training_scope
 from .kappa import KappaSurface, build_kappa_surface, regular_nodes
@@ -363,6 +365,7 @@ def train_classifier_ensemble(
     executor: Executor | None = None,
     kappa_reference: np.ndarray | None = None,
     progress: bool = False,
+    store: str | os.PathLike | ResultStore | None = None,
 ) -> ClassifierEnsemble:
     """Train the classifier ensemble and return it as a ratio model.
 
@@ -385,6 +388,10 @@ def train_classifier_ensemble(
         at most a third, held out of training).
     progress : bool
         Show progress bars.
+    store : path or ResultStore, optional
+        A ``.jsonl`` result store: each member is saved there when it finishes and members already in it
+        are not trained again, so an interrupted training resumes (same background, configuration and
+        seed; a store written for others raises :class:`~gbi_zfit.errors.ConfigError`).
     """
     cfg = config or ClassifierConfig()
     fs = get_feature_set(feature_set)
@@ -405,19 +412,32 @@ def train_classifier_ensemble(
         perm = np.random.default_rng(split_seed).permutation(len(bkg))
         kappa_reference, train_bkg = bkg[perm[:n_ref]], bkg[perm[n_ref:]]
     factory = functools.partial(_MemberTrainer, train_bkg, cfg.to_dict(), transform.to_dict(), sim, fs.name)
+    if store is not None and not isinstance(store, ResultStore):
+        store = ResultStore(
+            store,
+            {
+                "task": "classifier_ensemble",
+                "config": {k: v for k, v in cfg.to_dict().items() if k != "n_members"},
+                "feature_set": fs.name,
+                "seed": [str(seeds[0].entropy), list(seeds[0].spawn_key)],
+                "data": array_digest(train_bkg),
+                "signal_model": repr(sim.signal),
+            },
+        )
     t0 = time.perf_counter()
     results = run_tasks(
         executor or SerialExecutor(),
         factory,
         _train_member_task,
         list(enumerate(seeds)),
+        store=store,
         desc="classifier ensemble",
         progress=progress,
     )
     train_time = time.perf_counter() - t0
     ratios = [r["n_background"] / r["n_signal"] for r in results]
     ensemble = ClassifierEnsemble(
-        [r["weights"] for r in results],
+        [[np.asarray(w, np.float64) for w in r["weights"]] for r in results],
         transform,
         theta_bounds=cfg.theta_bounds,
         log_kappa=float(np.log(np.mean(ratios))),
