@@ -12,6 +12,10 @@ the sidebands, builds FlowPDF (the SR marginal) and compares on fresh SR backgro
 
     python benchmarks/flows_closure.py [--n-background 1000000] [--members 20] [--flow maf|rqs]
         [--quick] [--dask] [--out results/flows_closure]
+    python benchmarks/flows_closure.py --flows DIR [--out ...]   # closure of an ensemble trained before
+
+With ``--flows`` nothing is trained: the bundle in DIR is evaluated, with p(mjj) fitted on the sidebands
+of a fresh background sample of ``--n-background`` events (``--seed``).
 
 Writes ``closure.json`` (and ``closure_features.png``) to ``--out``.
 """
@@ -99,6 +103,20 @@ def _plot(sample, truth, names, path: Path) -> None:
     plt.close(fig)
 
 
+def _train(sb, sim, config, args) -> BackgroundFlowEnsemble:
+    with make_executor(dask=args.dask) as executor:
+        return BackgroundFlowEnsemble.from_events(
+            sb,
+            sim.signal_region,
+            config=config,
+            n_members=args.members,
+            seed=args.seed + 1,
+            executor=executor,
+            mjj_range=(2650.0, 7000.0),
+            progress=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-background", type=int, default=1_000_000)
@@ -110,6 +128,7 @@ def main() -> None:
     ap.add_argument("--n-quad", type=int, default=24)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--flows", type=Path, default=None, help="evaluate this trained bundle (no training)")
     ap.add_argument("--out", type=Path, default=Path("results/flows_closure"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -124,18 +143,14 @@ def main() -> None:
     print(f"{len(events)} background events, {len(sb)} in the sidebands; {args.members} × {config}")
 
     t0 = time.perf_counter()
-    with make_executor(dask=args.dask) as executor:
-        flow = BackgroundFlowEnsemble.from_events(
-            sb,
-            sim.signal_region,
-            config=config,
-            n_members=args.members,
-            seed=args.seed + 1,
-            executor=executor,
-            mjj_range=(2650.0, 7000.0),
-            progress=True,
-        )
-    train_time = time.perf_counter() - t0
+    if args.flows is not None:
+        flow = BackgroundFlowEnsemble.load(args.flows)
+        print(f"evaluating {flow!r} from {args.flows} (trained on {flow.info.get('n_train_events')} events)")
+    else:
+        flow = _train(sb, sim, config, args)
+    train_time = (
+        time.perf_counter() - t0 if args.flows is None else float(flow.info.get("train_time_s", "nan"))
+    )
     n_train = flow.info["member_n_train"][0]
     epoch_times = [t for h in flow.histories for t in h.epoch_time[1:]]
     per_100k = float(np.median(epoch_times)) * 100_000 / n_train if epoch_times else float("nan")
@@ -143,7 +158,8 @@ def main() -> None:
         f"trained in {train_time:.0f} s; median epoch {np.median(epoch_times):.2f} s "
         f"= {per_100k:.2f} s per epoch per 100k events; epochs {[h.n_epochs for h in flow.histories]}"
     )
-    flow.save(args.out / "flow")
+    if args.flows is None:
+        flow.save(args.out / "flow")
 
     mjj_fit = fit_sidebands(events.mjj, sim.signal_region)
     obs = feature_space("ranode")
@@ -179,7 +195,8 @@ def main() -> None:
         "n_background": args.n_background,
         "n_sideband": len(sb),
         "members": flow.n_members,
-        "config": config.to_dict(),
+        "flows": str(args.flows) if args.flows is not None else "trained here",
+        "config": flow.config.to_dict(),
         "train_time_s": train_time,
         "epoch_s_per_100k_events": per_100k,
         "epochs": [h.n_epochs for h in flow.histories],
