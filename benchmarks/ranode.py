@@ -126,8 +126,6 @@ def _run(method: str, sim, events, r: int, sb: float, args, executor, cache: dic
 
 def _run_paws(state, sim, events, r: int, sb: float, args) -> dict:
     """GBI-PAWS (learned and oracle ratio) on all SR events of one data set: μ̂, its error, θ̂ and Z."""
-    from gbi_zfit.inference.fisher import discovery_q0
-
     out = args.out / "runs" / f"paws_sb{sb:g}_r{r}.json"
     if out.is_file():
         return json.loads(out.read_text())
@@ -137,10 +135,8 @@ def _run_paws(state, sim, events, r: int, sb: float, args) -> dict:
     truth = {"mu": mu_true, "mx": THETA[0], "my": THETA[1]}
     record = {"method": "paws", "s_over_sqrt_b": sb, "realisation": r, "mu_true": mu_true, "n_sr": len(x)}
     t0 = time.perf_counter()
-    for name, fitter in state.fitters.items():
-        fitter.engine.set_data(x)
-        res = fitter.fit_multistart(n_starts=state.n_starts, truth=truth)
-        disc = discovery_q0(fitter, res)
+    for name in state.fitters:
+        res, disc = state.fit(name, x, truth)
         record[name] = {
             "mu_hat": float(res.values["mu"]),
             "error": float(res.errors["mu"]),

@@ -219,6 +219,18 @@ class FitState:
                 fitter.engine.value_and_grad([0.01, 300.0, 150.0])
                 fitter.engine([0.01, 300.0, 150.0])
 
+    def fit(self, name: str, x: np.ndarray, truth: Mapping[str, float]):
+        """Fit the SR events ``x`` with method ``name``: (FitResult, its discovery test at θ̂)."""
+        from gbi_zfit.inference.fisher import discovery_q0
+
+        fitter = self.fitters[name]
+        fitter.engine.set_data(x)
+        if self.start == "truth":
+            res = fitter.fit(truth, hesse=True, truth=truth)
+        else:
+            res = fitter.fit_multistart(n_starts=self.n_starts, truth=truth)
+        return res, discovery_q0(fitter, res)
+
 
 def _build_state(
     models_dir: str, kappa: str, n_starts: int, n_background: int, penalty: float, start: str
@@ -268,12 +280,7 @@ def measure_dataset(state: FitState, item: Mapping[str, Any]) -> dict[str, Any]:
         out.update(n_signal=n_s, n_background=n_b, mu_true=mu_true, ok=True)
         log_ratios = {}
         for name, fitter in state.fitters.items():
-            fitter.engine.set_data(x)
-            if state.start == "truth":
-                res = fitter.fit(truth, hesse=True, truth=truth)
-            else:
-                res = fitter.fit_multistart(n_starts=state.n_starts, truth=truth)
-            disc = discovery_q0(fitter, res)
+            res, disc = state.fit(name, x, truth)
             disc_fixed = discovery_q0(fitter, res, theta=(truth["mx"], truth["my"]))
             out[name] = _fit_summary(res, disc, disc_fixed)
             log_ratios[name] = fitter.engine.log_ratio(truth["mx"], truth["my"])
