@@ -140,7 +140,8 @@ def main() -> None:
     if args.max_epochs is not None:
         overrides["max_epochs"] = args.max_epochs
     config = FlowConfig.quick(**overrides) if args.quick else FlowConfig(**overrides)
-    print(f"{len(events)} background events, {len(sb)} in the sidebands; {args.members} × {config}")
+    what = f"flows from {args.flows}" if args.flows is not None else f"{args.members} × {config}"
+    print(f"{len(events)} background events, {len(sb)} in the sidebands; {what}")
 
     t0 = time.perf_counter()
     if args.flows is not None:

@@ -6,6 +6,8 @@ benchmark's exact densities, and FlowPDF as a normalised zfit density that sampl
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -419,3 +421,40 @@ def test_training_resumes_from_store(sim, tmp_path, monkeypatch):
     other = sim.signal_region.sidebands(sim.sample_background(3000, seed=6))
     with pytest.raises(ConfigError, match="different configuration"):
         BackgroundFlowEnsemble.from_events(other, n_members=2, **kw)
+
+
+def test_learning_rate_decays_on_plateau(monkeypatch):
+    """lr_decay_patience=1: the rate halves after every epoch without a new best validation loss."""
+    import gbi_zfit.models.flows as flows_module
+
+    created = []
+    adam = flows_module.tf_keras.optimizers.Adam
+
+    def capture(*args, **kwargs):
+        created.append(adam(*args, **kwargs))
+        return created[-1]
+
+    monkeypatch.setattr(flows_module.tf_keras.optimizers, "Adam", capture)
+    rng = np.random.default_rng(1)
+    state = _member_state(rng.normal(size=(800, 2)), rng.normal(size=(800, 1)))
+    lr0 = 0.3  # far too large: validation loss bounces, so some epochs do not improve
+    cfg = FlowConfig.quick(
+        n_layers=1,
+        hidden_units=(8,),
+        max_epochs=8,
+        patience=8,
+        batch_size=128,
+        learning_rate=lr0,
+        lr_decay_patience=1,
+    )
+    out = _train_member(state, {"index": 0, "seed": spawn_seeds(2, 1)[0], "config": cfg.to_dict()})
+    best, n_plateau = out["history"]["initial_val_loss"], 0  # the untrained flow is the first "best"
+    for v in out["history"]["val_loss"]:
+        if v < best:
+            best = v
+        else:
+            n_plateau += 1
+    assert n_plateau >= 1
+    assert float(created[0].learning_rate.numpy()) == pytest.approx(lr0 * 0.5**n_plateau, rel=1e-6)
+    with pytest.raises(ConfigError, match="lr_decay"):
+        FlowConfig(lr_decay_factor=1.5)

@@ -120,6 +120,11 @@ class FlowConfig:
         Adam learning rate; mini-batch size; epoch limit; early-stopping patience (epochs); fraction of
         the training events held out for validation (a new random split per member); global gradient
         norm clipping (0 disables).
+    lr_decay_patience, lr_decay_factor : int, float
+        Multiply the learning rate by ``lr_decay_factor`` after every ``lr_decay_patience`` epochs
+        without a better validation loss (0 = constant rate); set it below ``patience`` so the rate
+        can drop before training stops. A lower rate late in training lets the members settle where a
+        constant rate leaves them jittering around the minimum.
     logit_eps : float
         Squeeze of the τ logit map, logit(ε + (1 − 2ε) τ) (keeps τ = 0 or 1 finite).
     dtype : {"float32", "float64"}
@@ -139,6 +144,8 @@ class FlowConfig:
     patience: int = 10
     validation_fraction: float = 0.2
     clip_norm: float = 5.0
+    lr_decay_patience: int = 0
+    lr_decay_factor: float = 0.5
     logit_eps: float = 1e-6
     dtype: str = "float32"
 
@@ -159,6 +166,11 @@ class FlowConfig:
             problems.append("need learning_rate > 0, batch_size >= 1, max_epochs >= 0, patience >= 1")
         if not 0 < self.validation_fraction < 1:
             problems.append(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.lr_decay_patience < 0 or not 0 < self.lr_decay_factor < 1:
+            problems.append(
+                f"need lr_decay_patience >= 0 and 0 < lr_decay_factor < 1, got {self.lr_decay_patience}, "
+                f"{self.lr_decay_factor}"
+            )
         if not 0 < self.logit_eps < 0.01:
             problems.append(f"logit_eps must be in (0, 0.01), got {self.logit_eps}")
         if self.dtype not in ("float32", "float64"):
@@ -576,11 +588,13 @@ def fit_member(
     progress: bool,
     desc: str,
     what: str,
+    on_epoch_end=None,
 ) -> TrainingHistory:
     """Train one ensemble member with early stopping (:func:`.training.fit_early_stopping`).
 
     Batch size, epoch limit and patience come from ``config``; ``seed`` orders the batches, ``flow`` gives
-    and takes the weights (the best epoch is restored). Shared with the signal flows of :mod:`.ranode`.
+    and takes the weights (the best epoch is restored); ``on_epoch_end(epoch, history)`` runs after each
+    epoch. Shared with the signal flows of :mod:`.ranode`.
 
     Raises
     ------
@@ -599,6 +613,7 @@ def fit_member(
         seed=seed,
         get_weights=flow.get_weights,
         set_weights=flow.set_weights,
+        on_epoch_end=on_epoch_end,
         progress=progress,
         desc=desc,
     )
@@ -652,6 +667,11 @@ def _train_member(state: Mapping[str, np.ndarray], item: Mapping[str, Any]) -> d
         )
         return -total / len(y)
 
+    def decay_on_plateau(epoch: int, history: TrainingHistory) -> None:
+        since_best = epoch - history.best_epoch
+        if config.lr_decay_patience and since_best > 0 and since_best % config.lr_decay_patience == 0:
+            optimizer.learning_rate.assign(optimizer.learning_rate * config.lr_decay_factor)
+
     t0 = time.perf_counter()
     history = fit_member(
         lambda batch: step(*batch),
@@ -664,6 +684,7 @@ def _train_member(state: Mapping[str, np.ndarray], item: Mapping[str, Any]) -> d
         progress=bool(item.get("progress", False)),
         desc=f"flow member {item['index']}",
         what=f"flow member {item['index']}",
+        on_epoch_end=decay_on_plateau,
     )
     if not math.isfinite(history.best_val_loss):
         raise InputError(
