@@ -95,7 +95,9 @@ def test_train_paws_resumes_from_store(chain, tmp_path, capsys):
     np.testing.assert_array_equal(a.predict(x, 300.0, 150.0), b.predict(x, 300.0, 150.0))
     assert gbi(f"train paws --background {chain['sample']} --out {out} {opts} --epochs 1") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "classifier_store.jsonl" in err[0] and "delete it" in err[0]
+    assert len(err) == 1
+    assert "classifier_store.jsonl" in err[0]
+    assert "delete it" in err[0]
 
 
 def test_fit_with_learned_model(chain, tmp_path, capsys):

@@ -6,8 +6,6 @@ benchmark's exact densities, and FlowPDF as a normalised zfit density that sampl
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf
