@@ -1,8 +1,9 @@
 """The GBI paper's Fig. 1–3 on the synthetic benchmark, each with a table of its numbers.
 
 * **Fig. 1** (``fig1_mu_hat``): fitted μ̂ against the injected μ (log–log, diagonal μ̂ = μ_inj), medians
-  over data realisations with 16–84 % bands, for GBI-PAWS (learned ratio and the exact oracle, from
-  ``benchmarks/sensitivity.py`` at θ = (300, 150)) and R-ANODE (learned p_B: the paper's μ scan and our
+  over data realisations with 16–84 % bands, for GBI-PAWS (learned ratio and the exact oracle: fitted
+  to the R-ANODE data sets when the R-ANODE result holds such fits (``ranode.py --paws-models``), else
+  from ``benchmarks/sensitivity.py`` at θ = (300, 150)) and R-ANODE (learned p_B: the paper's μ scan and our
   Minuit fit with f frozen; thin lines for exact p_B and for exact p_B, p_S, from ``benchmarks/ranode.py``).
   A lower panel shows the median μ̂/μ_inj. The inputs may use different data sizes, so the same S/√B
   is a different μ in each: μ_inj is always the realised SR signal fraction of the fitted data sets.
@@ -19,7 +20,7 @@ Assemble from existing results (defaults: the committed files under ``benchmarks
 
     python benchmarks/paper_figures.py --from-results --out /tmp/figs \\
         [--sensitivity benchmarks/results/sensitivity.json] \\
-        [--ranode benchmarks/results/ranode] [--mass-grid benchmarks/results/fig3_oracle.json]
+        [--ranode benchmarks/results/ranode_1m] [--mass-grid benchmarks/results/fig3_oracle.json]
 
 ``--ranode`` takes ``ranode_summary.json`` or its directory; a directory without a summary (a run still
 in progress) is read from its ``runs/*.json``.
@@ -56,7 +57,7 @@ import numpy as np
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
 DEFAULT_SENSITIVITY = RESULTS / "sensitivity.json"
-DEFAULT_RANODE = RESULTS / "ranode"
+DEFAULT_RANODE = RESULTS / "ranode_1m"
 DEFAULT_MASS_GRID = RESULTS / "fig3_oracle.json"
 THETA = (300.0, 150.0)
 FIG1, FIG2, FIG3 = "fig1_mu_hat", "fig2_masses", "fig3_mass_grid"
@@ -173,12 +174,16 @@ def load_ranode(path: Path) -> dict | None:
         note(f"note: no R-ANODE summary or run files at {path}: skipping the R-ANODE curves")
         return None
     results: dict[str, dict[str, dict[str, list]]] = {}
+    paws: dict[str, dict[str, list]] = {}
     bad = 0
     for f in files:
         try:
             rec = json.loads(f.read_text())
-            entry = _ranode_entry(rec)
             sb = f"{float(rec['s_over_sqrt_b']):g}"
+            if rec.get("method") == "paws":  # GBI-PAWS on the same data sets (--paws-models)
+                paws.setdefault(sb, {"runs": []})["runs"].append(rec)
+                continue
+            entry = _ranode_entry(rec)
             results.setdefault(rec["method"], {}).setdefault(sb, {"runs": []})["runs"].append(entry)
         except Exception as exc:  # noqa: BLE001 -- one unreadable run must not hide the others
             bad += 1
@@ -186,7 +191,10 @@ def load_ranode(path: Path) -> dict | None:
     if not results:
         return None
     note(f"note: no ranode_summary.json at {path}: read {len(files) - bad} run file(s) from {runs_dir}")
-    return {"settings": {}, "theta": list(THETA), "results": results, "source": str(runs_dir)}
+    out = {"settings": {}, "theta": list(THETA), "results": results, "source": str(runs_dir)}
+    if paws:
+        out["gbi_paws"] = paws
+    return out
 
 
 def load_mass_grid(path: Path):
@@ -246,7 +254,27 @@ def _point(sb: float, runs: Sequence[tuple[float, float, float | None]]) -> dict
 def fig1_curves(sensitivity: dict | None, ranode: dict | None, theta=THETA) -> list[dict[str, Any]]:
     """The Fig. 1 curves: per method, per S/√B the statistics of μ̂ and μ̂/μ_inj over data realisations."""
     curves: list[dict[str, Any]] = []
-    if sensitivity is not None:
+    same_data = (ranode or {}).get("gbi_paws")
+    if same_data:
+        # GBI-PAWS fitted to the R-ANODE data sets themselves: the like-for-like comparison
+        n_bkg = ranode.get("settings", {}).get("n_background")
+        for m in ("learned", "oracle"):
+            by_sb = {
+                float(sb): [(e["mu_true"], e[m]["mu_hat"], e[m].get("z")) for e in row["runs"] if m in e]
+                for sb, row in same_data.items()
+            }
+            by_sb = {sb: runs for sb, runs in by_sb.items() if runs}
+            if by_sb:
+                curves.append(
+                    {
+                        "key": f"gbi_{m}",
+                        "label": _CURVES[f"gbi_{m}"][0],
+                        "source": "ranode (same data sets)",
+                        "n_background": n_bkg,
+                        "points": [_point(sb, by_sb[sb]) for sb in sorted(by_sb)],
+                    }
+                )
+    elif sensitivity is not None:
         recs = [
             r
             for r in sensitivity["records"]

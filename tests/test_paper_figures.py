@@ -225,6 +225,18 @@ def test_ranode_run_files_without_summary(pf, tmp_path):
     curves = {c["key"]: c for c in pf.fig1_curves(None, data)}
     assert curves["ranode_learned_scan"]["points"][0]["mu_ratio"]["median"] == pytest.approx(1.2)
 
+    # GBI-PAWS fitted to the same data sets (ranode.py --paws-models) replaces the sensitivity curves
+    paws = {"method": "paws", "s_over_sqrt_b": 1.0, "realisation": 0, "mu_true": mu}
+    paws |= {"learned": {"mu_hat": 0.9 * mu, "z": 3.0}, "oracle": {"mu_hat": mu, "z": 3.5}}
+    (runs / "paws_sb1_r0.json").write_text(json.dumps(paws))
+    data = pf.load_ranode(tmp_path)
+    assert set(data["results"]) == {"learned"}
+    sensitivity = {"records": [], "config": {}}
+    curves = {c["key"]: c for c in pf.fig1_curves(sensitivity, data)}
+    assert curves["gbi_learned"]["source"] == "ranode (same data sets)"
+    assert curves["gbi_learned"]["points"][0]["mu_ratio"]["median"] == pytest.approx(0.9)
+    assert curves["gbi_oracle"]["points"][0]["mu_ratio"]["median"] == pytest.approx(1.0)
+
 
 def test_run_mode_dry_run_prints_component_commands(pf, tmp_path, capsys):
     assert pf.main(["--quick", "--dry-run", "--out", str(tmp_path)]) == 0
