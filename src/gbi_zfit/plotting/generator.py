@@ -27,12 +27,13 @@ def plot_generator_quality(
     names = list(quality.names)
     ncol = min(3, len(names))
     nrow = math.ceil(len(names) / ncol)
-    fig = plt.figure(figsize=(5.0 * ncol, 5.0 * nrow))
-    grid = fig.add_gridspec(2 * nrow, ncol, height_ratios=[3, 1] * nrow, hspace=0.08, wspace=0.3)
+    fig = plt.figure(figsize=(6.0 * ncol, 6.0 * nrow), layout="constrained")
+    # one (histogram, ratio) pair per cell: tight inside a pair, room for tick labels between pairs
+    cells = fig.add_gridspec(nrow, ncol)
     for i, name in enumerate(names):
-        r, c = divmod(i, ncol)
-        ax = fig.add_subplot(grid[2 * r, c])
-        rax = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+        pair = cells[divmod(i, ncol)].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
+        ax = fig.add_subplot(pair[0])
+        rax = fig.add_subplot(pair[1], sharex=ax)
         h = quality.histograms[name]
         edges = np.asarray(h["edges"])
         gen, ref = np.asarray(h["generated"]), np.asarray(h["reference"])
@@ -41,6 +42,7 @@ def plot_generator_quality(
         ax.stairs(gen, edges, color="tab:red", label=generated_label)
         ax.set_ylabel("density", fontsize="small")
         ax.tick_params(labelbottom=False)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         ax.legend(fontsize="xx-small", loc="best")
         ok = ref > 0
         centers = 0.5 * (edges[1:] + edges[:-1])
@@ -49,6 +51,7 @@ def plot_generator_quality(
         rax.errorbar(centers, ratio, yerr=err, fmt="o", ms=2, color="tab:red")
         rax.axhline(1.0, color="black", lw=1)
         rax.set_ylim(0.5, 1.5)
+        rax.set_yticks([0.75, 1.0, 1.25])  # no labels on the panel edges, where they meet the next axes
         rax.set_ylabel("ratio", fontsize="small")
         rax.set_xlabel(LABELS.get(name, name), fontsize="small")
     fig.suptitle(
