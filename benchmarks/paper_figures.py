@@ -246,7 +246,7 @@ def _point(sb: float, runs: Sequence[tuple[float, float, float | None]]) -> dict
         "n_b_sr": stats(n_b)["median"],
         "mu_inj": stats(mu_true)["median"],
         "mu_hat": stats([h for _, h, _ in runs]),
-        "mu_ratio": stats([h / t for t, h, _ in runs]),
+        "mu_ratio": stats([h / t if t > 0 else None for t, h, _ in runs]),
         "z": stats([z for _, _, z in runs]),
     }
 
@@ -262,6 +262,7 @@ def fig1_curves(sensitivity: dict | None, ranode: dict | None, theta=THETA) -> l
             by_sb = {
                 float(sb): [(e["mu_true"], e[m]["mu_hat"], e[m].get("z")) for e in row["runs"] if m in e]
                 for sb, row in same_data.items()
+                if float(sb) > 0
             }
             by_sb = {sb: runs for sb, runs in by_sb.items() if runs}
             if by_sb:
@@ -314,7 +315,7 @@ def fig1_curves(sensitivity: dict | None, ranode: dict | None, theta=THETA) -> l
                         for e in row.get("runs", [])
                         if e.get(f"{variant}_mu_hat") is not None
                     ]
-                    if runs:
+                    if runs and float(sb) > 0:  # S/√B = 0 (spurious-signal runs) is not a Fig. 1 point
                         by_sb[float(sb)] = runs
                 if by_sb:
                     key = f"ranode_{method}_{variant}"

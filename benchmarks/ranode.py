@@ -169,7 +169,7 @@ def _paws_summary(records: list[dict]) -> dict:
         row["median"] = {"mu_true": float(np.median([e["mu_true"] for e in runs]))}
         for name in ("learned", "oracle"):
             row["median"][f"{name}_mu_hat_over_true"] = float(
-                np.median([e[name]["mu_hat"] / e["mu_true"] for e in runs])
+                np.median([e[name]["mu_hat"] / e["mu_true"] if e["mu_true"] > 0 else np.nan for e in runs])
             )
             row["median"][f"{name}_z"] = float(np.median([e[name]["z"] for e in runs]))
     return out
@@ -210,8 +210,8 @@ def _medians(runs: list[dict]) -> dict:
     def med(key):
         return float(np.median([e[key] for e in runs]))
 
-    def ratio(key):
-        return float(np.median([e[key] / e["mu_true"] for e in runs]))
+    def ratio(key):  # undefined without injected signal (S/√B = 0: the spurious-signal check)
+        return float(np.median([e[key] / e["mu_true"] if e["mu_true"] > 0 else np.nan for e in runs]))
 
     out = {
         "mu_true": med("mu_true"),
@@ -248,7 +248,7 @@ def _plot(summary: dict, path: Path, paws: dict | None = None) -> None:
     }
     lo_all = []
     for method, rows in summary.items():
-        sbs = sorted(rows, key=float)
+        sbs = sorted((s for s in rows if float(s) > 0), key=float)  # S/√B = 0 has no place on log axes
         mu = np.array([rows[s]["median"]["mu_true"] for s in sbs])
         lo_all.append(mu.min())
         med = rows[sbs[0]]["median"]
@@ -270,7 +270,7 @@ def _plot(summary: dict, path: Path, paws: dict | None = None) -> None:
     for name, c, label in (("learned", "C2", "GBI-PAWS (learned)"), ("oracle", "C3", "GBI-PAWS (oracle)")):
         if not paws:
             break
-        sbs = sorted(paws, key=float)
+        sbs = sorted((s for s in paws if float(s) > 0), key=float)
         mu = np.array([paws[s]["median"]["mu_true"] for s in sbs])
         hat = mu * np.array([paws[s]["median"][f"{name}_mu_hat_over_true"] for s in sbs])
         ax.plot(mu, np.maximum(hat, 1e-5), "^-", color=c, label=label)
@@ -370,6 +370,8 @@ def main() -> None:
         print("median Z relative to the ideal fit (exact p_B and p_S on the same test events):")
         for sb in sorted(res["ideal"], key=float):
             z0 = res["ideal"][sb]["median"]["scan_z"]
+            if not z0 > 0:
+                continue
             parts = [
                 f"{method} scan {res[method][sb]['median']['scan_z'] / z0:.2f}"
                 + (
