@@ -254,6 +254,22 @@ def _point(sb: float, runs: Sequence[tuple[float, float, float | None]]) -> dict
 def fig1_curves(sensitivity: dict | None, ranode: dict | None, theta=THETA) -> list[dict[str, Any]]:
     """The Fig. 1 curves: per method, per S/√B the statistics of μ̂ and μ̂/μ_inj over data realisations."""
     curves: list[dict[str, Any]] = []
+
+    def add(key: str, source: str, n_bkg, by_sb: Mapping[float, list]) -> None:
+        # S/√B = 0 (spurious-signal runs) is not a Fig. 1 point
+        by_sb = {sb: runs for sb, runs in by_sb.items() if runs and sb > 0}
+        if by_sb:
+            points = [_point(sb, by_sb[sb]) for sb in sorted(by_sb)]
+            curves.append(
+                {
+                    "key": key,
+                    "label": _CURVES[key][0],
+                    "source": source,
+                    "n_background": n_bkg,
+                    "points": points,
+                }
+            )
+
     same_data = (ranode or {}).get("gbi_paws")
     if same_data:
         # GBI-PAWS fitted to the R-ANODE data sets themselves: the like-for-like comparison
@@ -262,19 +278,8 @@ def fig1_curves(sensitivity: dict | None, ranode: dict | None, theta=THETA) -> l
             by_sb = {
                 float(sb): [(e["mu_true"], e[m]["mu_hat"], e[m].get("z")) for e in row["runs"] if m in e]
                 for sb, row in same_data.items()
-                if float(sb) > 0
             }
-            by_sb = {sb: runs for sb, runs in by_sb.items() if runs}
-            if by_sb:
-                curves.append(
-                    {
-                        "key": f"gbi_{m}",
-                        "label": _CURVES[f"gbi_{m}"][0],
-                        "source": "ranode (same data sets)",
-                        "n_background": n_bkg,
-                        "points": [_point(sb, by_sb[sb]) for sb in sorted(by_sb)],
-                    }
-                )
+            add(f"gbi_{m}", "ranode (same data sets)", n_bkg, by_sb)
     elif sensitivity is not None:
         recs = [
             r
@@ -291,16 +296,7 @@ def fig1_curves(sensitivity: dict | None, ranode: dict | None, theta=THETA) -> l
                     by_sb.setdefault(float(r["s_over_sqrt_b"]), []).append(
                         (r["mu_true"], r[m]["values"]["mu"], r[m].get("z"))
                     )
-            if by_sb:
-                curves.append(
-                    {
-                        "key": f"gbi_{m}",
-                        "label": _CURVES[f"gbi_{m}"][0],
-                        "source": "sensitivity",
-                        "n_background": n_bkg,
-                        "points": [_point(sb, by_sb[sb]) for sb in sorted(by_sb)],
-                    }
-                )
+            add(f"gbi_{m}", "sensitivity", n_bkg, by_sb)
     if ranode is not None:
         n_bkg = ranode.get("settings", {}).get("n_background")
         results = ranode["results"]
@@ -308,26 +304,15 @@ def fig1_curves(sensitivity: dict | None, ranode: dict | None, theta=THETA) -> l
             rows = results.get(method, {})
             # the ideal density has no training: its scan and its Minuit fit agree; draw the fit
             for variant in ("fit",) if method == "ideal" else ("scan", "fit"):
-                by_sb = {}
-                for sb, row in rows.items():
-                    runs = [
+                by_sb = {
+                    float(sb): [
                         (e["mu_true"], e[f"{variant}_mu_hat"], e.get(f"{variant}_z"))
                         for e in row.get("runs", [])
                         if e.get(f"{variant}_mu_hat") is not None
                     ]
-                    if runs and float(sb) > 0:  # S/√B = 0 (spurious-signal runs) is not a Fig. 1 point
-                        by_sb[float(sb)] = runs
-                if by_sb:
-                    key = f"ranode_{method}_{variant}"
-                    curves.append(
-                        {
-                            "key": key,
-                            "label": _CURVES[key][0],
-                            "source": "ranode",
-                            "n_background": n_bkg,
-                            "points": [_point(sb, by_sb[sb]) for sb in sorted(by_sb)],
-                        }
-                    )
+                    for sb, row in rows.items()
+                }
+                add(f"ranode_{method}_{variant}", "ranode", n_bkg, by_sb)
     return curves
 
 
