@@ -24,6 +24,7 @@ __all__ = [
     "dump_json",
     "load_json_record",
     "read_json_object",
+    "seed_key",
 ]
 
 
@@ -131,6 +132,15 @@ def array_digest(*arrays: Any) -> str:
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def seed_key(seed: Any) -> Any:
+    """A JSON value that identifies ``seed`` (int, SeedSequence or None) in a result store's config."""
+    import numpy as np
+
+    if isinstance(seed, np.random.SeedSequence):
+        return [str(seed.entropy), list(seed.spawn_key)]
+    return None if seed is None else int(seed)
 
 
 def child_seed(seed: int | np.random.SeedSequence | None, *key: int) -> np.random.SeedSequence:

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from .._util import array_digest
+from .._util import array_digest, seed_key
 from ..data.benchmark import LHCOSim
 from ..data.events import FeatureSet, get_feature_set
 from ..errors import ConfigError, FitError, InputError
@@ -419,7 +419,7 @@ def train_classifier_ensemble(
                 "task": "classifier_ensemble",
                 "config": {k: v for k, v in cfg.to_dict().items() if k != "n_members"},
                 "feature_set": fs.name,
-                "seed": [str(seeds[0].entropy), list(seeds[0].spawn_key)],
+                "seed": seed_key(seed),
                 "data": array_digest(train_bkg),
                 "signal_model": repr(sim.signal),
             },

@@ -62,7 +62,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from .._util import array_digest, child_seed
+from .._util import array_digest, child_seed, seed_key
 from ..data.events import Events, FeatureSet, get_feature_set
 from ..data.regions import DEFAULT_SR, SignalRegion
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError
@@ -888,11 +888,7 @@ class BackgroundFlowEnsemble:
                 store,
                 {
                     "task": "background_flows",
-                    "seed": (
-                        [str(seed.entropy), list(seed.spawn_key)]
-                        if isinstance(seed, np.random.SeedSequence)
-                        else seed
-                    ),
+                    "seed": seed_key(seed),
                     "config": config.to_dict(),
                     "feature_set": fs.name,
                     "data": array_digest(x, mjj),
