@@ -343,6 +343,29 @@ def test_training_objective_is_the_mixture_likelihood(small_data):
     assert out["history"]["best_val_loss"] == pytest.approx(loss, abs=1e-4)
 
 
+def test_signal_flow_learning_rate_decays_on_plateau(small_data):
+    """lr_decay_patience=1: the signal flow's rate halves after each epoch without a new best."""
+    from gbi_zfit.models.ranode import SignalFlowPreprocessing
+
+    lr0 = 0.3  # far too large: the validation loss bounces
+    cfg = default_signal_flow_config(**{**TINY, "max_epochs": 6, "patience": 6, "learning_rate": lr0})
+    cfg = FlowConfig.from_dict({**cfg.to_dict(), "lr_decay_patience": 1})
+    d = small_data
+    pre = SignalFlowPreprocessing.fit(d.x_train, d.mjj_train, d.feature_set.names, d.signal_region)
+    z, log_det = pre.forward(d.x_train, d.mjj_train)
+    state = _member_state(z, log_det, d.log_pb_train)
+    item = {"mu": 0.05, "member": 0, "seed": spawn_seeds(3, 1)[0], "config": cfg.to_dict()}
+    history = _train_member(state, item)["history"]
+    best, n_plateau = history["initial_val_loss"], 0
+    for v in history["val_loss"]:
+        best, n_plateau = (v, n_plateau) if v < best else (best, n_plateau + 1)
+    assert n_plateau >= 1
+    (trainer,) = state["trainers"].values()
+    assert float(trainer.lr.numpy()) == pytest.approx(lr0 * 0.5**n_plateau, rel=1e-5)
+    trainer.reset(1)  # the next member starts at the configured rate again
+    assert float(trainer.lr.numpy()) == pytest.approx(lr0, rel=1e-6)
+
+
 def test_signal_flow_persistence_round_trip(tmp_path, tiny_ensemble, small_data):
     ens = tiny_ensemble
     assert ens.n_members == 2

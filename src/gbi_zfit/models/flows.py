@@ -122,9 +122,9 @@ class FlowConfig:
         norm clipping (0 disables).
     lr_decay_patience, lr_decay_factor : int, float
         Multiply the learning rate by ``lr_decay_factor`` after every ``lr_decay_patience`` epochs
-        without a better validation loss (0 = constant rate); set it below ``patience`` so the rate
-        can drop before training stops. A lower rate late in training lets the members settle where a
-        constant rate leaves them jittering around the minimum.
+        without a better validation loss (0, the default, keeps the rate constant); set it below
+        ``patience`` so the rate can drop before training stops. Used by the background and the signal
+        flows alike.
     logit_eps : float
         Squeeze of the τ logit map, logit(ε + (1 − 2ε) τ) (keeps τ = 0 or 1 finite).
     dtype : {"float32", "float64"}
@@ -622,6 +622,18 @@ def fit_member(
     return history
 
 
+def plateau_decay(config: FlowConfig, learning_rate: tf.Variable):
+    """``on_epoch_end`` callback: multiply ``learning_rate`` by ``config.lr_decay_factor`` after every
+    ``config.lr_decay_patience`` epochs without a new best validation loss (a no-op when that is 0)."""
+
+    def callback(epoch: int, history: TrainingHistory) -> None:
+        since_best = epoch - history.best_epoch
+        if config.lr_decay_patience and since_best > 0 and since_best % config.lr_decay_patience == 0:
+            learning_rate.assign(learning_rate * config.lr_decay_factor)
+
+    return callback
+
+
 def _train_member(state: Mapping[str, np.ndarray], item: Mapping[str, Any]) -> dict[str, Any]:
     """Train one ensemble member; ``item`` = {"index", "seed" (SeedSequence), "config" (dict), ...}."""
     config = FlowConfig.from_dict(item["config"])
@@ -667,11 +679,6 @@ def _train_member(state: Mapping[str, np.ndarray], item: Mapping[str, Any]) -> d
         )
         return -total / len(y)
 
-    def decay_on_plateau(epoch: int, history: TrainingHistory) -> None:
-        since_best = epoch - history.best_epoch
-        if config.lr_decay_patience and since_best > 0 and since_best % config.lr_decay_patience == 0:
-            optimizer.learning_rate.assign(optimizer.learning_rate * config.lr_decay_factor)
-
     t0 = time.perf_counter()
     history = fit_member(
         lambda batch: step(*batch),
@@ -684,7 +691,7 @@ def _train_member(state: Mapping[str, np.ndarray], item: Mapping[str, Any]) -> d
         progress=bool(item.get("progress", False)),
         desc=f"flow member {item['index']}",
         what=f"flow member {item['index']}",
-        on_epoch_end=decay_on_plateau,
+        on_epoch_end=plateau_decay(config, optimizer.learning_rate),
     )
     if not math.isfinite(history.best_val_loss):
         raise InputError(

@@ -459,7 +459,8 @@ class _Trainer:
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.t = tf.Variable(0.0, dtype=dtype, trainable=False)
-        lr, b1, b2, eps = config.learning_rate, 0.9, 0.999, 1e-7
+        self.lr = tf.Variable(config.learning_rate, dtype=dtype, trainable=False)  # decays on plateaus
+        b1, b2, eps = 0.9, 0.999, 1e-7
         spec = [
             tf.TensorSpec([None, dim], dtype),  # z
             tf.TensorSpec([None], dtype),  # log |det| of the preprocessing
@@ -475,7 +476,7 @@ class _Trainer:
 
         def apply(grads):
             self.t.assign_add(1.0)
-            lr_t = lr * tf.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
+            lr_t = self.lr * tf.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
             for var, g, m, v in zip(self.variables, grads, self.m, self.v, strict=True):
                 m.assign(b1 * m + (1.0 - b1) * g)
                 v.assign(b2 * v + (1.0 - b2) * tf.square(g))
@@ -510,6 +511,7 @@ class _Trainer:
         for slot in (*self.m, *self.v):
             slot.assign(np.zeros(slot.shape, slot.dtype.as_numpy_dtype))
         self.t.assign(0.0)
+        self.lr.assign(self.config.learning_rate)
 
 
 def _member_state(z: np.ndarray, log_det: np.ndarray, log_pb: np.ndarray) -> dict[str, Any]:
@@ -518,7 +520,7 @@ def _member_state(z: np.ndarray, log_det: np.ndarray, log_pb: np.ndarray) -> dic
 
 def _train_member(state: dict[str, Any], item: Mapping[str, Any]) -> dict[str, Any]:
     """Train member ``item["member"]`` at ``item["mu"]``; returns its weights and history (JSON-able)."""
-    from .flows import FlowConfig, fit_member
+    from .flows import FlowConfig, fit_member, plateau_decay
 
     config = FlowConfig.from_dict(item["config"])
     z_all = state["z"]
@@ -559,6 +561,7 @@ def _train_member(state: dict[str, Any], item: Mapping[str, Any]) -> dict[str, A
         progress=bool(item.get("progress", False)),
         desc=f"signal flow μ={mu:.3g} member {item['member']}",
         what=f"signal-flow member {item['member']} at μ = {mu:g}",
+        on_epoch_end=plateau_decay(config, trainer.lr),
     )
     if not math.isfinite(history.best_val_loss):
         raise InputError(
