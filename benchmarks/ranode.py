@@ -249,6 +249,8 @@ def _plot(summary: dict, path: Path, paws: dict | None = None) -> None:
     lo_all = []
     for method, rows in summary.items():
         sbs = sorted((s for s in rows if float(s) > 0), key=float)  # S/√B = 0 has no place on log axes
+        if not sbs:
+            continue
         mu = np.array([rows[s]["median"]["mu_true"] for s in sbs])
         lo_all.append(mu.min())
         med = rows[sbs[0]]["median"]
@@ -271,10 +273,12 @@ def _plot(summary: dict, path: Path, paws: dict | None = None) -> None:
         if not paws:
             break
         sbs = sorted((s for s in paws if float(s) > 0), key=float)
+        if not sbs:
+            break
         mu = np.array([paws[s]["median"]["mu_true"] for s in sbs])
         hat = mu * np.array([paws[s]["median"][f"{name}_mu_hat_over_true"] for s in sbs])
         ax.plot(mu, np.maximum(hat, 1e-5), "^-", color=c, label=label)
-    grid = np.logspace(np.log10(min(lo_all)) - 0.3, -1.3, 10)
+    grid = np.logspace(np.log10(min(lo_all, default=1e-3)) - 0.3, -1.3, 10)
     ax.plot(grid, grid, ":", color="grey", label=r"$\hat\mu = \mu_{inj}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
