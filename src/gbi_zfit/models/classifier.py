@@ -742,8 +742,11 @@ class ClassifierEnsemble(RatioModel):
         z = self.member_logits(x, mx, my)
         return (0.5 * (1.0 + np.tanh(0.5 * z))).mean(axis=0)
 
-    def _log_odds_batches(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        """log(⟨g⟩/(1 − ⟨g⟩)) without κ, for several θ (P, 2) → (P, n), fast dtype, no gradient."""
+    def _log_odds_on(self, x: np.ndarray):
+        """θ (P, 2) → (P, n) log(⟨g⟩/(1 − ⟨g⟩)) on ``x`` without κ (fast dtype, no gradient).
+
+        ``x`` is transformed and the graph traced once, however many θ batches are asked for.
+        """
         chunks, n = self.precompute(tf.constant(np.asarray(x, np.float64)))
 
         @tf.function(reduce_retracing=True)
@@ -755,8 +758,11 @@ class ClassifierEnsemble(RatioModel):
             )
             return tf.reshape(vals, [-1])[:n]
 
-        ts_all = (np.asarray(theta, np.float64) - self._center) / self._scale
-        return np.stack([run(tf.constant(t)).numpy() for t in ts_all])
+        def log_odds(theta: np.ndarray) -> np.ndarray:
+            ts_all = (np.asarray(theta, np.float64) - self._center) / self._scale
+            return np.stack([run(tf.constant(t)).numpy() for t in ts_all])
+
+        return log_odds
 
     def calibrate_kappa(
         self,
@@ -788,7 +794,7 @@ class ClassifierEnsemble(RatioModel):
         if ref.ndim != 2 or ref.shape[1] != self.feature_set.dim or len(ref) < 2:
             raise InputError(f"reference must be a (m ≥ 2, {self.feature_set.dim}) array; got {ref.shape}")
         self.kappa_surface = build_kappa_surface(
-            lambda theta: self._log_odds_batches(ref, theta),
+            self._log_odds_on(ref),  # nodes and check centres share one transform of the reference
             self.theta_bounds,
             step=step,
             n_check=n_check,
