@@ -99,6 +99,7 @@ class RatioNLL:
         if not np.isfinite(x).all():
             raise InputError("events contain NaN/inf; drop or repair them first")
         self._aux = tuple(self.ratio_model.precompute(tf.constant(x)))
+        self._x = x
         self.n_events = len(x)
         self.set_weights(weights)
 
@@ -112,6 +113,15 @@ class RatioNLL:
                 raise InputError(f"weights must be finite, ≥ 0 and of shape ({self.n_events},)")
         self._w = tf.constant(w)
         self.sum_weights = float(w.sum())
+        self.version += 1  # θ-fast tables built on these events and weights watch it
+
+    #: Incremented whenever the events or weights change.
+    version: int = 0
+
+    @property
+    def events(self) -> np.ndarray:
+        """The current events (float64, (n, d)), as given to :meth:`set_data`."""
+        return self._x
 
     @property
     def precomputed(self) -> tuple[tf.Tensor, ...]:
@@ -133,6 +143,15 @@ class RatioNLL:
         mu, mx, my = p[0], p[1], p[2]
         log_ratio = self.ratio_model.log_ratio_precomputed(aux, mx, my)
         nll = -tf.reduce_sum(w * log_mixture_ratio(log_ratio, mu))
+        return nll + self.constraint_terms(p, tf.reduce_sum(w))
+
+    def constraint_terms(self, p: tf.Tensor, n_obs: tf.Tensor) -> tf.Tensor:
+        """The NLL's terms other than the events' sum: low-mass penalty and, if extended, the yield terms.
+
+        ``n_obs`` is the observed (weighted) event count Σ w.
+        """
+        mx, my = p[1], p[2]
+        nll = tf.zeros([], tf.float64)
         if self.penalty is not None:
             thr, scale, strength = self.penalty
             for m in (mx, my):
@@ -141,8 +160,7 @@ class RatioNLL:
         if self.extended:
             nu_hat, err = self.background_yield
             nu_b = p[3]
-            nu = nu_b / (1.0 - mu)
-            n_obs = tf.reduce_sum(w)
+            nu = nu_b / (1.0 - p[0])
             nll = nll + nu - n_obs * tf.math.log(nu) + 0.5 * tf.square((nu_b - nu_hat) / err)
         return nll
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -21,8 +22,11 @@ from ..models.base import RatioModel
 from ..pdf.penalty import low_mass_penalty
 from ..pdf.ratio import RatioPDF
 from .engine import RatioNLL
+from .table import FixedThetaNLL, TabulatedNLL
 
 __all__ = ["FitResult", "SignalFitter"]
+
+log = logging.getLogger(__name__)
 
 PARAM_NAMES = ("mu", "mx", "my")  # the extended likelihood adds "nu_b"
 
@@ -140,6 +144,19 @@ class SignalFitter:
         the sideband p(mjj) fit; ``fast`` backend only.
     tol : float
         Convergence goal: the fit stops when the EDM is below ``tol`` (default 1e-3, as zfit).
+    theta_table : bool, optional
+        θ-fast fits (fast backend): MIGRAD, HESSE and MINOS run on log Λ tabulated per event on a θ grid
+        (:class:`~gbi_zfit.inference.table.TabulatedNLL`): first on ``table_steps[0]`` GeV nodes, then on
+        the finer ones around the minimum; the result is checked against the exact NLL at the minimum
+        (``result.info["table"]``) and the grid refined while |ΔNLL| > ``table_tol[0]`` or the exact
+        gradient moves the minimum by more than ``table_tol[1]`` σ. Default: on for models that are
+        expensive per θ (``RatioModel.theta_fast_preferred``, e.g. classifier ensembles), off for the
+        oracle. A fit with θ fixed evaluates Λ once instead.
+    table_steps : tuple of float
+        Node spacings (GeV) of the search and the final tables (default 25, 6.25); each refinement
+        halves the last.
+    table_tol : (float, float)
+        Largest accepted |ΔNLL| and shift of the minimum (in σ) against the exact NLL.
 
     Examples
     --------
@@ -160,6 +177,9 @@ class SignalFitter:
         penalty_threshold: float = 85.0,
         background_yield: tuple[float, float] | None = None,
         tol: float = 1e-3,
+        theta_table: bool | None = None,
+        table_steps: tuple[float, ...] = (25.0, 6.25),
+        table_tol: tuple[float, float] = (0.01, 0.02),
     ):
         if not isinstance(ratio_model, RatioModel):
             raise InputError(
@@ -187,6 +207,25 @@ class SignalFitter:
             raise InputError(
                 "the extended likelihood (background_yield) is available with backend='fast' only"
             )
+        try:
+            steps = tuple(float(v) for v in table_steps)
+            tols = tuple(float(v) for v in table_tol)
+        except (TypeError, ValueError):
+            raise InputError("table_steps and table_tol must be sequences of numbers") from None
+        if not steps or min(steps) <= 0 or len(tols) != 2 or min(tols) <= 0:
+            raise InputError(
+                f"table_steps must be positive spacings in GeV and table_tol two positive numbers; got "
+                f"{table_steps!r}, {table_tol!r}"
+            )
+        self.theta_table = (
+            bool(getattr(ratio_model, "theta_fast_preferred", False))
+            if theta_table is None
+            else bool(theta_table)
+        )
+        self.table_steps, self.table_tol = steps, tols
+        self._tables: dict[float, TabulatedNLL] = {}
+        self._search_only = False  # multi-start candidates: the coarse table only
+        self._fixed = None  # (engine version, mX, mY) and its FixedThetaNLL
         self.backend = backend
         self.ratio_model = ratio_model
         self.tol = float(tol)
@@ -298,8 +337,8 @@ class SignalFitter:
         floating = tuple(n for n in self.param_names if n not in fix)
         if not floating:
             raise InputError("all parameters are fixed: nothing to fit")
-        self._check_finite_start()
         t0 = time.perf_counter()
+        self._check_finite_start(floating)
         if self.backend == "fast":
             out, diag = self._fit_fast(floating, hesse, minos, retries, ncall)
         else:
@@ -317,10 +356,10 @@ class SignalFitter:
             )
         return out
 
-    def _check_finite_start(self) -> None:
+    def _check_finite_start(self, floating) -> None:
         """A typed error instead of a NaN fit when the NLL cannot be evaluated at the start values."""
         v = self.values
-        if math.isfinite(self.nll()):
+        if math.isfinite(self._objectives(floating)[0]([v[n] for n in self.param_names])):
             return
         if v["mu"] < 0:
             raise ParameterRangeError(
@@ -334,10 +373,30 @@ class SignalFitter:
             diagnostics={"values": v},
         )
 
-    def _fit_fast(self, floating, hesse, minos, retries, ncall):
+    def table(self, step: float) -> TabulatedNLL:
+        """The θ table of the current events and weights with node spacing ``step`` (built on first use)."""
+        tab = self._tables.get(step)
+        if tab is None or tab.stale:
+            if any(t.stale for t in self._tables.values()):
+                self._tables = {}
+            tab = self._tables[step] = TabulatedNLL(self.engine, step=step)
+        return tab
+
+    def _objectives(self, floating):
+        """The functions MIGRAD minimises in turn (the last one also gets HESSE and MINOS)."""
+        if self.backend != "fast" or not self.theta_table:
+            return [self.engine]
+        if "mx" not in floating and "my" not in floating:
+            v = self.values
+            key = (self.engine.version, v["mx"], v["my"])
+            if self._fixed is None or self._fixed[0] != key:
+                self._fixed = (key, FixedThetaNLL(self.engine, v["mx"], v["my"]))
+            return [self._fixed[1]]
+        return [self.table(st) for st in self.table_steps]
+
+    def _migrad(self, fcn, start, floating, retries, ncall):
         names = self.param_names
-        start = self.values
-        m = Minuit(self.engine, [start[n] for n in names], grad=self.engine.grad, name=names)
+        m = Minuit(fcn, [start[n] for n in names], grad=fcn.grad, name=names)
         m.errordef = Minuit.LIKELIHOOD
         m.tol = self.tol / (0.002 * Minuit.LIKELIHOOD)  # iminuit stops at EDM < 0.002 · tol · errordef
         for n in names:
@@ -350,6 +409,23 @@ class SignalFitter:
             if attempts >= 2:
                 m.strategy = 2
             m.migrad(ncall=ncall)
+        return m, attempts
+
+    def _fit_fast(self, floating, hesse, minos, retries, ncall):
+        names = self.param_names
+        objectives = self._objectives(floating)
+        if self._search_only:
+            objectives = objectives[:1]
+        start = self.values
+        used = []
+        for fcn in objectives:
+            m, attempts = self._migrad(fcn, start, floating, retries, ncall)
+            used.append(m)
+            start = {n: float(m.values[n]) for n in names}
+        table_info = None
+        if isinstance(objectives[-1], TabulatedNLL) and not self._search_only:
+            m, attempts, more, table_info = self._check_table(m, attempts, floating, retries, ncall)
+            used += more
         out = FitResult(
             values={n: float(m.values[n]) for n in names},
             floating=floating,
@@ -358,7 +434,6 @@ class SignalFitter:
             at_limit=bool(m.fmin.has_parameters_at_limit),
             nll=float(m.fval),
             edm=float(m.fmin.edm),
-            n_calls=int(m.nfcn + m.ngrad),
             info={"retries": attempts},
         )
         if hesse and m.valid:
@@ -371,9 +446,55 @@ class SignalFitter:
         if minos and m.valid:
             m.minos(*minos)
             out.minos = {n: (float(m.merrors[n].lower), float(m.merrors[n].upper)) for n in minos}
-        out.n_calls = int(m.nfcn + m.ngrad)
+        out.n_calls = int(sum(mi.nfcn + mi.ngrad for mi in dict.fromkeys(used)))
+        if table_info is not None:
+            out.nll = table_info["check"][
+                "exact_nll"
+            ]  # the exact NLL at the minimum, not the interpolated one
+            table_info["tables"] = [t.summary() for t in self._tables.values()]
+            out.info["table"] = table_info
         self.set_values({n: v for n, v in out.values.items() if self._inside(n, v)})
         return out, str(m.fmin)
+
+    def _check_table(self, m, attempts, floating, retries, ncall):
+        """Check the tabulated minimum against the exact NLL (``result.info["table"]``).
+
+        Reports ΔNLL = table − exact at the minimum and ``exact_gain``: how much lower the exact NLL is
+        after the Newton step −C g_exact (C: HESSE covariance of the table; the step and its half are
+        tried), i.e. how far the table's minimum is from the exact one along the most promising
+        direction. The exact NLL of a ReLU network ensemble is only piecewise smooth in θ, so its own
+        gradient is not a reliable measure of distance to its minimum; these two numbers are.
+        """
+        names = self.param_names
+        tab = self.table(self.table_steps[-1])
+        if not m.valid:
+            return m, attempts, [], {"step": tab.step, "check": {}, "accurate": False}
+        m.hesse()
+        idx = [names.index(n) for n in floating]
+        cov = np.asarray(m.covariance)[np.ix_(idx, idx)]
+        p0 = np.array([float(m.values[n]) for n in names])
+        check = tab.exact_check(p0, cov, floating)
+        newton = np.zeros_like(p0)
+        newton[idx] = -cov @ np.asarray(check["exact_grad"])[idx]
+        best = check["exact_nll"]
+        for frac in (1.0, 0.5):
+            p = p0 + frac * newton
+            if all(self._inside(n, v) for n, v in zip(names, p, strict=True)):
+                best = min(best, tab.exact_nll(p))
+        gain = float(check["exact_nll"] - best)
+        ok = bool(abs(check["delta_nll"]) <= self.table_tol[0] and gain <= self.table_tol[0])
+        if not ok:
+            log.warning(
+                "θ table of %.3g GeV: the interpolated NLL differs from the exact one by %.3g at the minimum "
+                "and the exact NLL is %.3g lower one Newton step away; pass finer table_steps (or "
+                "theta_table=False) for a more precise fit",
+                tab.step,
+                check["delta_nll"],
+                gain,
+            )
+        info = {"step": tab.step, "check": check, "exact_gain": gain, "accurate": ok}
+        info["exact_nll"] = float(check["exact_nll"])
+        return m, attempts, [], info
 
     def _inside(self, name, value) -> bool:
         lo, hi = self.limits[name]
@@ -438,16 +559,26 @@ class SignalFitter:
         default_probe = 2.0 / np.sqrt(self.engine.n_events)
         probe = float(np.clip(default_probe if mu_probe is None else mu_probe, max(mu_lo, 1e-6), mu_hi))
         rest = [v for n, v in self.values.items() if n not in PARAM_NAMES]  # e.g. nu_b
-        scores = [self.engine([probe, mx, my, *rest]) for mx, my in grid]
+        t0 = time.perf_counter()
+        if self.backend == "fast" and self.theta_table:
+            scores = self.table(self.table_steps[0]).node_nll(probe, grid, tuple(rest))
+        else:
+            scores = [self.engine([probe, mx, my, *rest]) for mx, my in grid]
+        t_probe = time.perf_counter() - t0
         order = np.argsort(scores)[: max(1, int(n_starts))]
         fits = []
-        for i in order:
-            start = {"mu": probe, "mx": float(grid[i, 0]), "my": float(grid[i, 1])}
-            res = self.fit(start, hesse=False)
-            fits.append((start, res))
+        self._search_only = True
+        try:
+            for i in order:
+                start = {"mu": probe, "mx": float(grid[i, 0]), "my": float(grid[i, 1])}
+                res = self.fit(start, hesse=False)
+                fits.append((start, res))
+        finally:
+            self._search_only = False
         valid = [f for f in fits if f[1].valid]
         _, best = min(valid or fits, key=lambda f: f[1].nll)
         final = self.fit(best.values, minos=minos, truth=truth, require_valid=require_valid)
+        final.info["probe_time_s"] = t_probe
         final.info["starts"] = [
             {"start": st, "values": r.values, "nll": r.nll, "valid": r.valid} for st, r in fits
         ]

@@ -23,6 +23,9 @@ class RatioModel(abc.ABC):
 
     #: Feature set the model expects (columns of ``x`` in order).
     feature_set: FeatureSet = get_feature_set("paws")
+    #: True for models whose evaluation per θ is expensive (networks): fits then tabulate log Λ in θ
+    #: (:mod:`gbi_zfit.inference.table`) instead of evaluating the model at every step.
+    theta_fast_preferred: bool = False
     #: ((mX_min, mX_max), (mY_min, mY_max)) in GeV where the model is valid.
     theta_bounds: tuple[tuple[float, float], tuple[float, float]] = ((25.0, 700.0), (25.0, 700.0))
 
@@ -42,6 +45,22 @@ class RatioModel(abc.ABC):
     def log_ratio_precomputed(self, aux: tuple[tf.Tensor, ...], mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
         """log Λ from the output of :meth:`precompute`."""
         return self.log_ratio(aux[0], mx, my)
+
+    def log_ratio_nodes(self, aux: tuple[tf.Tensor, ...], theta: np.ndarray) -> np.ndarray:
+        """log Λ from :meth:`precompute` output at several θ (shape (P, 2)); returns (P, n), no gradient.
+
+        Used to tabulate Λ on a θ grid (:mod:`gbi_zfit.inference.table`); models override it with a
+        forward-only batched evaluation.
+        """
+        theta = np.asarray(theta, np.float64).reshape(-1, 2)
+        return np.stack(
+            [
+                self.log_ratio_precomputed(
+                    aux, tf.constant(a, tf.float64), tf.constant(b, tf.float64)
+                ).numpy()
+                for a, b in theta
+            ]
+        )
 
     def log_ratio_numpy(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
         """:meth:`log_ratio` on numpy input, after checking θ is in range and ``x`` is a finite (n, d) array."""

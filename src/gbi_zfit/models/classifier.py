@@ -729,6 +729,45 @@ class ClassifierEnsemble(RatioModel):
         theta, ts = self._scaled_theta(mx, my)
         return self._fast_log_odds(chunks, n, ts) + self._log_kappa(theta)
 
+    # -- θ-fast evaluation (inference.table) ---------------------------------------------------------
+    #: A forward pass per θ over all events is expensive: fits tabulate log Λ in θ by default.
+    theta_fast_preferred = True
+
+    def log_ratio_nodes(self, aux, theta: np.ndarray) -> np.ndarray:
+        """log Λ at several θ, shape (P, n), forward pass only (no θ-gradient), network in ``fast_dtype``."""
+        chunks, n = aux
+        fn = self._nodes_fn()
+        theta = np.asarray(theta, np.float64).reshape(-1, 2)
+        for a, b in theta:
+            self.check_theta(a, b)
+        ts = (theta - self._center) / self._scale
+        out = np.empty((len(theta), int(n)))
+        for p, (t, th) in enumerate(zip(ts, theta, strict=True)):
+            out[p] = fn(chunks, n, tf.constant(t)).numpy() + self._log_kappa_numpy(th)
+        return out
+
+    def _nodes_fn(self):
+        key = f"_nodes_compiled_{self.fast_dtype}"
+        fn = self.__dict__.get(key)
+        if fn is None:
+
+            @tf.function(reduce_retracing=True)
+            def fn(chunks, n, ts):
+                vals = tf.map_fn(
+                    lambda xc: _log_odds(self._logits(xc, ts, self.fast_dtype)),
+                    chunks,
+                    fn_output_signature=tf.TensorSpec([None], _F64),
+                )
+                return tf.reshape(vals, [-1])[:n]
+
+            self.__dict__[key] = fn
+        return fn
+
+    def _log_kappa_numpy(self, theta) -> float:
+        if self._kappa_mode == "fixed":
+            return self.log_kappa_fixed
+        return float(self.kappa_surface(theta[0], theta[1]))
+
     # -- numpy helpers ------------------------------------------------------------------------------
     def member_logits(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
         """Per-member logits z_k(x, θ), shape (K, n), in float64 (exact path)."""

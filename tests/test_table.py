@@ -1,0 +1,168 @@
+"""θ-fast fits: log Λ tabulated per event on a θ grid (inference.table) and its use by SignalFitter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gbi_zfit.errors import InputError, ParameterRangeError
+from gbi_zfit.inference import SignalFitter
+from gbi_zfit.inference.engine import RatioNLL
+from gbi_zfit.inference.table import FixedThetaNLL, TabulatedNLL
+from gbi_zfit.models.base import RatioModel
+from gbi_zfit.models.classifier import ClassifierConfig, train_classifier_ensemble
+
+
+class QuadraticRatio(RatioModel):
+    """log Λ quadratic in θ (a Gaussian peak at the jet masses): the bicubic Catmull–Rom table is exact."""
+
+    theta_bounds = ((50.0, 600.0), (50.0, 600.0))
+    theta_fast_preferred = True
+
+    def __init__(self, width: float = 40.0, offset: float = 3.0):
+        self.width, self.offset = width, offset
+        self.calls = 0
+
+    def log_ratio(self, x, mx, my):
+        self.calls += 1
+        x = tf.convert_to_tensor(x, tf.float64)
+        d = tf.square(x[:, 0] - mx) + tf.square(x[:, 1] - my)
+        return self.offset - d / (2 * self.width**2) - 0.1 * x[:, 2]
+
+
+@pytest.fixture(scope="module")
+def events(sim):
+    bkg = sim.sample_background_sr(20_000, seed=5).features("paws")
+    sig = sim.sample_signal(150, 300.0, 150.0, seed=6, region="sr").features("paws")
+    return np.concatenate([bkg, sig])
+
+
+@pytest.fixture(scope="module")
+def small_ensemble(sim, background_sr):
+    cfg = ClassifierConfig.preset("test", n_background=4000, epochs=2)
+    return train_classifier_ensemble(background_sr.features("paws")[:6000], cfg, seed=3)
+
+
+def test_table_is_exact_for_log_ratio_quadratic_in_theta(events):
+    """Catmull–Rom reproduces quadratics: table NLL and gradient equal the exact ones between nodes."""
+    engine = RatioNLL(QuadraticRatio(), events, penalty_threshold=None)
+    table = TabulatedNLL(engine, step=25.0)
+    rng = np.random.default_rng(1)
+    pts = zip(rng.uniform(0.001, 0.05, 5), rng.uniform(75, 575, 5), rng.uniform(75, 575, 5), strict=True)
+    for mu, mx, my in pts:
+        v_tab, g_tab = table.value_and_grad([mu, mx, my])
+        v_ex, g_ex = engine.value_and_grad([mu, mx, my])
+        assert v_tab == pytest.approx(v_ex, abs=1e-7)
+        np.testing.assert_allclose(g_tab, g_ex, rtol=1e-7, atol=1e-7)
+    # also in the first and last cells (outer nodes extrapolated quadratically)
+    for mx, my in ((52.0, 598.0), (599.0, 51.0)):
+        assert table([0.01, mx, my]) == pytest.approx(engine([0.01, mx, my]), abs=1e-7)
+    assert table.summary()["cells"] == 7
+
+
+def test_table_nodes_computed_once_and_only_near_the_fit(events):
+    model = QuadraticRatio()
+    engine = RatioNLL(model, events, penalty_threshold=None)
+    table = TabulatedNLL(engine, step=25.0)
+    table([0.01, 301.0, 151.0])
+    assert table.summary()["nodes"] == 16
+    n_calls = model.calls
+    table([0.01, 310.0, 160.0])  # same cell: nothing new
+    assert model.calls == n_calls
+    table([0.01, 330.0, 160.0])  # the neighbouring cell: one new column of 4 nodes
+    assert table.summary()["nodes"] == 20
+
+
+def test_table_notices_new_weights_and_refuses_bad_input(events):
+    engine = RatioNLL(QuadraticRatio(), events, penalty_threshold=None)
+    table = TabulatedNLL(engine, step=25.0)
+    assert not table.stale
+    engine.set_weights(np.full(len(events), 2.0))
+    assert table.stale
+    with pytest.raises(ParameterRangeError, match="outside"):
+        table([0.01, 700.0, 100.0])
+    with pytest.raises(InputError, match="parameters"):
+        table([0.01, 300.0])
+    with pytest.raises(InputError, match="step"):
+        TabulatedNLL(engine, step=0.0)
+
+
+def test_node_nll_and_exact_nll_are_exact(events):
+    engine = RatioNLL(QuadraticRatio(), events)
+    table = TabulatedNLL(engine, step=25.0)
+    grid = np.array([[300.0, 150.0], [400.0, 100.0]])
+    np.testing.assert_allclose(
+        table.node_nll(0.01, grid), [engine([0.01, a, b]) for a, b in grid], rtol=1e-10
+    )
+    assert table.exact_nll([0.02, 311.0, 123.0]) == pytest.approx(engine([0.02, 311.0, 123.0]), rel=1e-10)
+
+
+def test_fixed_theta_nll_matches_engine(events):
+    engine = RatioNLL(QuadraticRatio(), events)
+    fixed = FixedThetaNLL(engine, 300.0, 150.0)
+    v, g = fixed.value_and_grad([0.01, 300.0, 150.0])
+    v_ex, g_ex = engine.value_and_grad([0.01, 300.0, 150.0])
+    assert v == pytest.approx(v_ex, rel=1e-12)
+    assert g[0] == pytest.approx(g_ex[0], rel=1e-10)
+    with pytest.raises(InputError, match="fixed"):
+        fixed([0.01, 301.0, 150.0])
+
+
+def test_tabulated_fit_equals_exact_fit(events):
+    """Same minimum, errors and MINOS interval as the exact fit when the table is exact."""
+    model = QuadraticRatio()
+    start = {"mu": 0.01, "mx": 320.0, "my": 140.0}
+    tab = SignalFitter(model, events).fit(start, minos=("mu",))
+    exact = SignalFitter(model, events, theta_table=False).fit(start, minos=("mu",))
+    assert "table" in tab.info
+    assert "table" not in exact.info
+    assert tab.valid
+    assert tab.info["table"]["accurate"]
+    assert abs(tab.info["table"]["check"]["delta_nll"]) < 1e-6
+    assert tab.nll == pytest.approx(exact.nll, abs=1e-4)
+    for n in ("mu", "mx", "my"):
+        assert abs(tab.values[n] - exact.values[n]) < 0.01 * exact.errors[n]
+        assert tab.errors[n] == pytest.approx(exact.errors[n], rel=1e-3)
+    ends = [tab.values["mu"] + e for e in tab.minos["mu"]]
+    ends_ex = [exact.values["mu"] + e for e in exact.minos["mu"]]
+    np.testing.assert_allclose(ends, ends_ex, atol=0.01 * exact.errors["mu"])
+    # θ fixed: Λ evaluated once, μ fitted exactly
+    fixed = SignalFitter(model, events).fit(start, fix=("mx", "my"))
+    fixed_ex = SignalFitter(model, events, theta_table=False).fit(start, fix=("mx", "my"))
+    assert fixed.values["mu"] == pytest.approx(fixed_ex.values["mu"], rel=1e-6)
+
+
+def test_tabulated_multistart_equals_exact_multistart(events):
+    """The probe on table nodes ranks the starts as the exact NLL does; same best fit."""
+    tab = SignalFitter(QuadraticRatio(), events).fit_multistart()
+    exact = SignalFitter(QuadraticRatio(), events, theta_table=False).fit_multistart()
+    assert tab.valid
+    assert [s["start"] for s in tab.info["starts"]] == [s["start"] for s in exact.info["starts"]]
+    for n in ("mu", "mx", "my"):
+        assert abs(tab.values[n] - exact.values[n]) < 0.01 * exact.errors[n]
+    assert tab.info["probe_time_s"] >= 0
+
+
+def test_classifier_nodes_equal_fast_path(small_ensemble, events):
+    """log_ratio_nodes (forward only, batched θ) equals log_ratio_precomputed of the fit engine."""
+    engine = RatioNLL(small_ensemble, events[:3000])
+    theta = np.array([[300.0, 150.0], [212.5, 187.5]])
+    nodes = small_ensemble.log_ratio_nodes(engine.precomputed, theta)
+    for row, (a, b) in zip(nodes, theta, strict=True):
+        np.testing.assert_allclose(row, engine.log_ratio(a, b), rtol=1e-6, atol=1e-6)
+    assert small_ensemble.theta_fast_preferred
+    fitter = SignalFitter(small_ensemble, events[:3000])
+    assert fitter.theta_table
+    res = fitter.fit({"mu": 0.01, "mx": 300.0, "my": 150.0})
+    assert np.isfinite(res.nll)
+    check = res.info["table"]["check"]
+    assert abs(check["delta_nll"]) < 1.0  # a coarse, briefly trained net: the check is reported, not perfect
+    assert res.nll == pytest.approx(res.info["table"]["exact_nll"])
+
+
+def test_table_options_are_checked(events):
+    with pytest.raises(InputError, match="table_steps"):
+        SignalFitter(QuadraticRatio(), events, table_steps=(0.0,))
+    with pytest.raises(InputError, match="table_tol"):
+        SignalFitter(QuadraticRatio(), events, table_tol=(0.01,))
