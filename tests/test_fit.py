@@ -42,7 +42,9 @@ def test_oracle_fit_recovers_truth(sim, oracle, s_over_sqrt_b, seed):
     assert abs(res.values["my"] / THETA[1] - 1) < 0.10
     # MINOS and HESSE agree for a well-measured μ
     assert (hi - lo) / 2 == pytest.approx(res.errors["mu"], rel=0.15)
-    assert len(res.info["starts"]) == 3
+    # three starts, minus those next to a minimum an earlier start found (same basin)
+    assert len(res.info["starts"]) + len(res.info["skipped_starts"]) == 3
+    assert len(res.info["starts"]) >= 1
 
 
 def test_fast_and_zfit_backends_agree(sim, oracle):

@@ -15,7 +15,7 @@ from gbi_zfit.models.classifier import ClassifierConfig, train_classifier_ensemb
 
 
 class QuadraticRatio(RatioModel):
-    """log Λ quadratic in θ (a Gaussian peak at the jet masses): the bicubic Catmull–Rom table is exact."""
+    """log Λ quadratic in θ (a Gaussian peak at the jet masses): the bicubic Hermite table is exact."""
 
     theta_bounds = ((50.0, 600.0), (50.0, 600.0))
     theta_fast_preferred = True
@@ -45,7 +45,7 @@ def small_ensemble(sim, background_sr):
 
 
 def test_table_is_exact_for_log_ratio_quadratic_in_theta(events):
-    """Catmull–Rom reproduces quadratics: table NLL and gradient equal the exact ones between nodes."""
+    """Bicubic Hermite reproduces cubics: table NLL and gradient equal the exact ones between nodes."""
     engine = RatioNLL(QuadraticRatio(), events, penalty_threshold=None)
     table = TabulatedNLL(engine, step=25.0)
     rng = np.random.default_rng(1)
@@ -55,7 +55,7 @@ def test_table_is_exact_for_log_ratio_quadratic_in_theta(events):
         v_ex, g_ex = engine.value_and_grad([mu, mx, my])
         assert v_tab == pytest.approx(v_ex, abs=1e-7)
         np.testing.assert_allclose(g_tab, g_ex, rtol=1e-7, atol=1e-7)
-    # also in the first and last cells (outer nodes extrapolated quadratically)
+    # also in the first and last cells
     for mx, my in ((52.0, 598.0), (599.0, 51.0)):
         assert table([0.01, mx, my]) == pytest.approx(engine([0.01, mx, my]), abs=1e-7)
     assert table.summary()["cells"] == 7
@@ -66,12 +66,12 @@ def test_table_nodes_computed_once_and_only_near_the_fit(events):
     engine = RatioNLL(model, events, penalty_threshold=None)
     table = TabulatedNLL(engine, step=25.0)
     table([0.01, 301.0, 151.0])
-    assert table.summary()["nodes"] == 16
+    assert table.summary()["nodes"] == 4
     n_calls = model.calls
     table([0.01, 310.0, 160.0])  # same cell: nothing new
     assert model.calls == n_calls
-    table([0.01, 330.0, 160.0])  # the neighbouring cell: one new column of 4 nodes
-    assert table.summary()["nodes"] == 20
+    table([0.01, 330.0, 160.0])  # the neighbouring cell: two new nodes
+    assert table.summary()["nodes"] == 6
 
 
 def test_table_notices_new_weights_and_refuses_bad_input(events):
@@ -166,3 +166,30 @@ def test_table_options_are_checked(events):
         SignalFitter(QuadraticRatio(), events, table_steps=(0.0,))
     with pytest.raises(InputError, match="table_tol"):
         SignalFitter(QuadraticRatio(), events, table_tol=(0.01,))
+
+
+def test_classifier_node_derivatives_match_finite_differences(small_ensemble, events):
+    """∂/∂mX, ∂/∂mY and ∂²/∂mX∂mY of log Λ (network + κ spline) against central differences (float64)."""
+    ens = small_ensemble.with_kappa("sampled")
+    ens.fast_dtype = "float64"
+    try:
+        engine = RatioNLL(ens, events[:2000])
+        a, b, h = 312.3, 187.9, 1e-3
+        d = ens.log_ratio_nodes(engine.precomputed, np.array([[a, b]]), derivatives=True)[0]
+        v = {
+            (i, j): ens.log_ratio_nodes(engine.precomputed, np.array([[a + i * h, b + j * h]]))[0]
+            for i in (-1, 0, 1)
+            for j in (-1, 0, 1)
+        }
+        np.testing.assert_allclose(d[0], v[(0, 0)], rtol=1e-12, atol=1e-12)
+        fd = [
+            (v[(1, 0)] - v[(-1, 0)]) / (2 * h),
+            (v[(0, 1)] - v[(0, -1)]) / (2 * h),
+            (v[(1, 1)] - v[(1, -1)] - v[(-1, 1)] + v[(-1, -1)]) / (4 * h * h),
+        ]
+        for k, approx in enumerate(fd, start=1):
+            # a ReLU kink within ±h of θ spoils the difference quotient for a few events only
+            close = np.isclose(d[k], approx, rtol=1e-4, atol=1e-6)
+            assert close.mean() > 0.98, k
+    finally:
+        ens.fast_dtype = "float32"

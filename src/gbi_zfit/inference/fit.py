@@ -551,8 +551,11 @@ class SignalFitter:
 
         The NLL is evaluated on the canonical grid (:meth:`theta_grid`) at a probe signal fraction
         ``mu_probe`` (default 2/√N, the size of a ~2σ signal); MIGRAD then starts from the ``n_starts``
-        best grid points and the valid fit with the lowest NLL is returned. Every start is recorded in
-        ``result.info["starts"]``.
+        best grid points — skipping a point within one grid step (in mX and mY, either order) of a
+        minimum an earlier start already found, which lies in the same basin — and the valid fit with
+        the lowest NLL is returned. Every start is recorded in ``result.info["starts"]`` (skipped ones
+        in ``result.info["skipped_starts"]``). With a θ table the probe reads exact node values and the
+        starts are fitted on the coarse table; only the final fit uses the fine one.
         """
         grid = self.theta_grid(grid_step)
         mu_lo, mu_hi = self.limits["mu"]
@@ -566,11 +569,14 @@ class SignalFitter:
             scores = [self.engine([probe, mx, my, *rest]) for mx, my in grid]
         t_probe = time.perf_counter() - t0
         order = np.argsort(scores)[: max(1, int(n_starts))]
-        fits = []
+        fits, skipped = [], []
         self._search_only = True
         try:
             for i in order:
                 start = {"mu": probe, "mx": float(grid[i, 0]), "my": float(grid[i, 1])}
+                if any(_near(start, r.values, grid_step) for _, r in fits if r.valid):
+                    skipped.append(start)  # next to a minimum already found: the same basin
+                    continue
                 res = self.fit(start, hesse=False)
                 fits.append((start, res))
         finally:
@@ -582,9 +588,17 @@ class SignalFitter:
         final.info["starts"] = [
             {"start": st, "values": r.values, "nll": r.nll, "valid": r.valid} for st, r in fits
         ]
+        final.info["skipped_starts"] = skipped
         final.info["grid_step"] = grid_step
         final.info["mu_probe"] = probe
         return final
+
+
+def _near(start: Mapping[str, float], values: Mapping[str, float], step: float) -> bool:
+    """Is the grid point ``start`` within one grid step of the minimum ``values`` (or its mirror image)?"""
+    a, b = start["mx"], start["my"]
+    x, y = values["mx"], values["my"]
+    return (abs(a - x) <= step and abs(b - y) <= step) or (abs(a - y) <= step and abs(b - x) <= step)
 
 
 def _canonical_order(res: FitResult, fitter: SignalFitter) -> None:

@@ -4,11 +4,14 @@ A learned Λ(x | θ) costs one forward pass of the network ensemble over all eve
 10 × 256-128-64 on 118k SR events: ~1.4 s for the NLL value and θ-gradient on 2 CPU cores), so a MIGRAD
 of ~150 calls takes minutes. θ enters the networks only as an input, so the fit can instead work on
 
-* **a table**: log Λ(x_i | θ) of every event at the nodes of a regular (mX, mY) grid, computed on demand
-  when the fit first enters a cell, and interpolated inside the cell by the bicubic Catmull–Rom spline of
-  :mod:`gbi_zfit.models.kappa` (exact at the nodes, C¹, exact for log Λ quadratic in θ — a Gaussian
-  peak). One NLL call is then a 16-term sum per event (milliseconds), and the gradient is exact for the
-  interpolant;
+* **a table**: log Λ(x_i | θ) of every event and its derivatives ∂/∂mX, ∂/∂mY, ∂²/∂mX∂mY at the nodes
+  of a regular (mX, mY) grid, computed when the fit first enters a cell (one forward and one backward
+  pass per node; :meth:`~gbi_zfit.models.base.RatioModel.log_ratio_nodes`), and interpolated inside the
+  cell by the bicubic Hermite polynomial of its four corners: exact at the nodes *with* their slopes
+  (so it does not flatten a peak in θ as a spline through values alone would), exact for log Λ cubic
+  in θ, C¹ across cells. One NLL call is then a 16-term sum per event (milliseconds), and the gradient
+  is exact for the interpolant.
+
 Only the nodes around the cells the fit visits are computed (a fit from a good start touches one to a
 few cells: 16–30 nodes), each once per data set.
 
@@ -27,13 +30,21 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import FitError, InputError, ParameterRangeError
-from ..models.kappa import _catmull_rom_weights, regular_nodes
+from ..models.kappa import regular_nodes
 from ..pdf.ratio import log_mixture_ratio
 from .engine import RatioNLL
 
 __all__ = ["FixedThetaNLL", "TabulatedNLL"]
 
 log = logging.getLogger(__name__)
+
+_MAX_CELLS = 24  # cell tables kept (each 16 floats per event)
+
+
+def _hermite_basis(t, h):
+    """Cubic Hermite basis at fraction t of a cell of width h: weights of (f_0, f'_0, f_1, f'_1)."""
+    t2, t3 = t * t, t * t * t
+    return tf.stack([2 * t3 - 3 * t2 + 1, h * (t3 - 2 * t2 + t), -2 * t3 + 3 * t2, h * (t3 - t2)])
 
 
 class TabulatedNLL:
@@ -68,8 +79,9 @@ class TabulatedNLL:
         self._steps = tuple(float(n[1] - n[0]) for n in self.nodes)
         self._nodes: dict[tuple[int, int], np.ndarray] = {}
         self._cells: dict[tuple[int, int], tf.Tensor] = {}
-        self.stats = {"nodes": 0, "node_time_s": 0.0}
-        self._fn = tf.function(self._value_and_grad, reduce_retracing=True)
+        self._values: dict[tuple[int, int], np.ndarray] = {}  # value-only nodes of probes
+        self.stats = {"nodes": 0, "probe_nodes": 0, "node_time_s": 0.0}
+        self._fn = tf.function(self._value_and_grad, reduce_retracing=True, jit_compile=True)
 
     # -- bookkeeping --------------------------------------------------------------------------------
     @property
@@ -84,50 +96,39 @@ class TabulatedNLL:
         return out[0], out[1]
 
     def _fill(self, keys: list[tuple[int, int]]) -> None:
-        """Compute the in-range nodes ``keys`` not known yet (one batched call to the model)."""
+        """Compute the nodes ``keys`` not known yet (value and derivatives; one batched call)."""
         missing = [k for k in dict.fromkeys(keys) if k not in self._nodes]
         if not missing:
             return
         t0 = time.perf_counter()
         theta = np.array([(self.nodes[0][i], self.nodes[1][j]) for i, j in missing])
-        vals = self.model.log_ratio_nodes(self.engine.precomputed, theta)
-        if not np.isfinite(vals).all():
+        vals = self.model.log_ratio_nodes(self.engine.precomputed, theta, derivatives=True)
+        bad = ~np.isfinite(vals).all(axis=(1, 2))
+        if bad.any():
             raise FitError(
-                "the ratio model returned NaN/inf log Λ at θ nodes "
-                f"{theta[~np.isfinite(vals).all(axis=1)].tolist()}; check the model and the input features"
+                f"the ratio model returned NaN/inf log Λ at θ nodes {theta[bad].tolist()}; check the model "
+                "and the input features"
             )
         for k, v in zip(missing, vals, strict=True):
             self._nodes[k] = v
         self.stats["nodes"] += len(missing)
         self.stats["node_time_s"] += time.perf_counter() - t0
 
-    def _node(self, i: int, j: int) -> np.ndarray:
-        """log Λ at node (i, j); one node beyond each edge is extrapolated quadratically, so that the
-        table stays exact for log Λ quadratic in θ up to the edges of the θ range."""
-        for axis, (k, n) in enumerate(((i, len(self.nodes[0])), (j, len(self.nodes[1])))):
-            if 0 <= k <= n - 1:
-                continue
-            inner = [0, 1, 2] if k < 0 else [n - 1, n - 2, n - 3]
-            coef = (3.0, -3.0, 1.0) if n >= 3 else (2.0, -1.0)
-            pts = [(a, j) if axis == 0 else (i, a) for a in inner[: len(coef)]]
-            return sum(c * self._node(*q) for c, q in zip(coef, pts, strict=True))
-        return self._nodes[(i, j)]
-
     def _cell_table(self, i: int, j: int) -> tf.Tensor:
-        """The (4, 4, n) node values around cell (i, j)."""
+        """The (4, 4, n) Hermite data of cell (i, j): axis 0 is (f, ∂x) at node i, (f, ∂x) at i + 1 and
+        axis 1 likewise in y, so that the interpolant is Σ_ab H_a(u) T_ab H_b(v)."""
         table = self._cells.get((i, j))
         if table is None:
-            axes = []
-            for c, n in ((i, len(self.nodes[0])), (j, len(self.nodes[1]))):
-                need = {min(max(a, 0), n - 1) for a in range(c - 1, c + 3)}
-                if c - 1 < 0:  # for the extrapolation beyond the edges
-                    need |= {k for k in (1, 2) if k < n}
-                if c + 2 > n - 1:
-                    need |= {k for k in (n - 2, n - 3) if k >= 0}
-                axes.append(sorted(need))
-            self._fill([(a, b) for a in axes[0] for b in axes[1]])
-            rows = [[self._node(a, b) for b in range(j - 1, j + 3)] for a in range(i - 1, i + 3)]
-            table = tf.constant(np.asarray(rows, np.float64))
+            self._fill([(i, j), (i + 1, j), (i, j + 1), (i + 1, j + 1)])
+            t = np.empty((4, 4, self.n_events))
+            for ci in (0, 1):
+                for cj in (0, 1):
+                    f, fx, fy, fxy = self._nodes[(i + ci, j + cj)]
+                    t[2 * ci, 2 * cj], t[2 * ci + 1, 2 * cj] = f, fx
+                    t[2 * ci, 2 * cj + 1], t[2 * ci + 1, 2 * cj + 1] = fy, fxy
+            table = tf.constant(t)
+            if len(self._cells) >= _MAX_CELLS:  # bound the memory: forget the oldest cell
+                self._cells.pop(next(iter(self._cells)))
             self._cells[(i, j)] = table
         return table
 
@@ -148,8 +149,8 @@ class TabulatedNLL:
         with tf.GradientTape() as tape:
             tape.watch(p)
             t = (p[1:3] - origin) / steps
-            wu = _catmull_rom_weights(t[0], tf)
-            wv = _catmull_rom_weights(t[1], tf)
+            wu = _hermite_basis(t[0], steps[0])
+            wv = _hermite_basis(t[1], steps[1])
             log_ratio = tf.einsum("a,abn,b->n", wu, table, wv)
             nll = -tf.reduce_sum(w * log_mixture_ratio(log_ratio, p[0]))
             nll += self.engine.constraint_terms(p, n_obs)
@@ -232,20 +233,21 @@ class TabulatedNLL:
         Used to probe a grid of starting points: node values are exact, so nothing is interpolated.
         """
         keys = self._nearest(theta)
-        self._fill(keys)
+        todo = [k for k in dict.fromkeys(keys) if k not in self._nodes and k not in self._values]
+        if todo:  # values only: a forward pass, a third of the cost of a table node
+            t0 = time.perf_counter()
+            theta_nodes = np.array([(self.nodes[0][i], self.nodes[1][j]) for i, j in todo])
+            vals = self.model.log_ratio_nodes(self.engine.precomputed, theta_nodes)
+            self._values.update(zip(todo, vals, strict=True))
+            self.stats["probe_nodes"] += len(todo)
+            self.stats["node_time_s"] += time.perf_counter() - t0
         out = []
-        for i, j in keys:
+        for k in keys:
+            i, j = k
+            log_ratio = self._nodes[k][0] if k in self._nodes else self._values[k]
             p = tf.constant([mu, self.nodes[0][i], self.nodes[1][j], *rest], tf.float64)
-            out.append(
-                float(
-                    self._node_fn(
-                        p,
-                        tf.constant(self._nodes[(i, j)]),
-                        self.engine.weights,
-                        tf.constant(self.sum_weights, tf.float64),
-                    )
-                )
-            )
+            n_obs = tf.constant(self.sum_weights, tf.float64)
+            out.append(float(self._node_fn(p, tf.constant(log_ratio), self.engine.weights, n_obs)))
         return np.array(out)
 
     @property

@@ -46,21 +46,33 @@ class RatioModel(abc.ABC):
         """log Λ from the output of :meth:`precompute`."""
         return self.log_ratio(aux[0], mx, my)
 
-    def log_ratio_nodes(self, aux: tuple[tf.Tensor, ...], theta: np.ndarray) -> np.ndarray:
-        """log Λ from :meth:`precompute` output at several θ (shape (P, 2)); returns (P, n), no gradient.
+    def log_ratio_nodes(
+        self, aux: tuple[tf.Tensor, ...], theta: np.ndarray, *, derivatives: bool = False
+    ) -> np.ndarray:
+        """log Λ from :meth:`precompute` output at several θ (shape (P, 2)), no gradient tape.
 
-        Used to tabulate Λ on a θ grid (:mod:`gbi_zfit.inference.table`); models override it with a
-        forward-only batched evaluation.
+        Returns (P, n), or with ``derivatives`` (P, 4, n): log Λ, ∂/∂mX, ∂/∂mY and ∂²/∂mX∂mY per event
+        (GeV units) — the data of a bicubic Hermite table in θ (:mod:`gbi_zfit.inference.table`). This
+        default uses nested forward-mode autodiff of :meth:`log_ratio_precomputed`; models override it
+        with a batched, cheaper evaluation.
         """
         theta = np.asarray(theta, np.float64).reshape(-1, 2)
-        return np.stack(
-            [
-                self.log_ratio_precomputed(
-                    aux, tf.constant(a, tf.float64), tf.constant(b, tf.float64)
-                ).numpy()
-                for a, b in theta
-            ]
-        )
+        out = []
+        for a, b in theta:
+            self.check_theta(a, b)
+            mx, my = tf.constant(a, tf.float64), tf.constant(b, tf.float64)
+            if not derivatives:
+                out.append(self.log_ratio_precomputed(aux, mx, my).numpy())
+                continue
+            one = tf.constant(1.0, tf.float64)
+            with tf.autodiff.ForwardAccumulator(my, one) as acc_y:
+                with tf.autodiff.ForwardAccumulator(mx, one) as acc_x:
+                    f = self.log_ratio_precomputed(aux, mx, my)
+                fx = acc_x.jvp(f, unconnected_gradients="zero")
+            fy = acc_y.jvp(f, unconnected_gradients="zero")
+            fxy = acc_y.jvp(fx, unconnected_gradients="zero")
+            out.append(np.stack([t.numpy() for t in (f, fx, fy, fxy)]))
+        return np.stack(out)
 
     def log_ratio_numpy(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
         """:meth:`log_ratio` on numpy input, after checking θ is in range and ``x`` is a finite (n, d) array."""

@@ -733,35 +733,97 @@ class ClassifierEnsemble(RatioModel):
     #: A forward pass per θ over all events is expensive: fits tabulate log Λ in θ by default.
     theta_fast_preferred = True
 
-    def log_ratio_nodes(self, aux, theta: np.ndarray) -> np.ndarray:
-        """log Λ at several θ, shape (P, n), forward pass only (no θ-gradient), network in ``fast_dtype``."""
+    def log_ratio_nodes(self, aux, theta: np.ndarray, *, derivatives: bool = False) -> np.ndarray:
+        """log Λ at several θ: (P, n), or with ``derivatives`` (P, 4, n) = (log Λ, ∂mX, ∂mY, ∂mX∂mY).
+
+        Network in ``fast_dtype``, no gradient tape. The derivatives are exact (almost everywhere): every
+        member logit z_k is piecewise linear in θ, so one backward pass per member gives ∇z_k, and the
+        derivatives of the ensemble log-odds follow from those of its smooth combination of the z_k.
+        """
         chunks, n = aux
-        fn = self._nodes_fn()
         theta = np.asarray(theta, np.float64).reshape(-1, 2)
         for a, b in theta:
             self.check_theta(a, b)
         ts = (theta - self._center) / self._scale
-        out = np.empty((len(theta), int(n)))
-        for p, (t, th) in enumerate(zip(ts, theta, strict=True)):
-            out[p] = fn(chunks, n, tf.constant(t)).numpy() + self._log_kappa_numpy(th)
-        return out
+        fn = self._nodes_fn(derivatives)
+        scale = np.array(
+            [1.0, 1.0 / self._scale[0], 1.0 / self._scale[1], 1.0 / (self._scale[0] * self._scale[1])]
+        )
+        out = []
+        for t, th in zip(ts, theta, strict=True):
+            vals = fn(chunks, n, tf.constant(t)).numpy()
+            if not derivatives:
+                out.append(vals + self._log_kappa_numpy(th))
+                continue
+            vals = vals * scale[:, None] + self._log_kappa_derivatives(th)[:, None]
+            out.append(vals)
+        return np.stack(out)
 
-    def _nodes_fn(self):
-        key = f"_nodes_compiled_{self.fast_dtype}"
+    def _nodes_fn(self, derivatives: bool):
+        key = f"_nodes_compiled_{self.fast_dtype}_{derivatives}"
         fn = self.__dict__.get(key)
-        if fn is None:
+        if fn is not None:
+            return fn
+        L = self._layers[self.fast_dtype]
+        dt = L["wx"].dtype
+
+        def chunk_values(xc, ts):
+            return _log_odds(self._logits(xc, ts, self.fast_dtype))
+
+        @tf.function(jit_compile=True)  # the elementwise part: XLA fuses it (the matmuls stay on oneDNN)
+        def combine(z, gz):
+            d = tf.zeros(tf.shape(gz)[1:], _F64)  # per-event shift of the scaled θ
+            with tf.GradientTape() as outer:
+                outer.watch(d)
+                with tf.GradientTape() as inner:
+                    inner.watch(d)
+                    f = _log_odds(z + tf.einsum("kci,ci->kc", gz, d))
+                g = inner.gradient(f, d)  # (c, 2): each f_i depends on d_i only
+                gx = g[:, 0]  # inside the outer tape, which must record the slice
+            fxy = outer.gradient(gx, d)[:, 1]
+            return tf.stack([f, g[:, 0], g[:, 1], fxy])
+
+        def chunk_derivatives(xc, ts):
+            pre = self._pre_activations(xc, ts, self.fast_dtype)
+            delta = tf.ones_like(pre[-1])  # per member: ∂z_k/∂(own output) = 1
+            for (w, _), a_prev in zip(reversed(L["rest"]), reversed(pre[:-1]), strict=True):
+                delta = tf.matmul(delta, w, transpose_b=True) * tf.cast(a_prev > 0, dt)
+            gz = tf.matmul(delta, L["wt"], transpose_b=True)  # (K, c, 2): ∇_θ z_k
+            return combine(tf.cast(pre[-1][..., 0], _F64), tf.cast(gz, _F64))
+
+        if derivatives:
+            spec = tf.TensorSpec([4, None], _F64)
+
+            @tf.function(reduce_retracing=True)
+            def fn(chunks, n, ts):
+                vals = tf.map_fn(lambda xc: chunk_derivatives(xc, ts), chunks, fn_output_signature=spec)
+                return tf.reshape(tf.transpose(vals, [1, 0, 2]), [4, -1])[:, :n]
+
+        else:
 
             @tf.function(reduce_retracing=True)
             def fn(chunks, n, ts):
                 vals = tf.map_fn(
-                    lambda xc: _log_odds(self._logits(xc, ts, self.fast_dtype)),
-                    chunks,
-                    fn_output_signature=tf.TensorSpec([None], _F64),
+                    lambda xc: chunk_values(xc, ts), chunks, fn_output_signature=tf.TensorSpec([None], _F64)
                 )
                 return tf.reshape(vals, [-1])[:n]
 
-            self.__dict__[key] = fn
+        self.__dict__[key] = fn
         return fn
+
+    def _log_kappa_derivatives(self, theta) -> np.ndarray:
+        """(log κ, ∂mX, ∂mY, ∂mX∂mY) at θ."""
+        if self._kappa_mode == "fixed":
+            return np.array([self.log_kappa_fixed, 0.0, 0.0, 0.0])
+        mx, my = (tf.constant(float(v), _F64) for v in theta)
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch([mx, my])
+            with tf.GradientTape() as inner:
+                inner.watch([mx, my])
+                lk = self.kappa_surface.tf_log_kappa(mx, my)
+            gx, gy = inner.gradient(lk, [mx, my])
+        fxy = outer.gradient(gx, my)
+        return np.array([float(lk), float(gx), float(gy), 0.0 if fxy is None else float(fxy)])
 
     def _log_kappa_numpy(self, theta) -> float:
         if self._kappa_mode == "fixed":
