@@ -27,6 +27,12 @@ def _log_normal_pdf(log_m, log_scale, sigma):
     return -0.5 * z * z - math.log(sigma) - _LOG_SQRT_2PI - log_m
 
 
+def _logaddexp(a, b):
+    """log(e^a + e^b) for finite a, b, without stacking (exact derivatives of any order, also at a = b)."""
+    m = tf.stop_gradient(tf.maximum(a, b))
+    return m + tf.math.log(tf.exp(a - m) + tf.exp(b - m))
+
+
 def _log_beta_pdf(t, a, b):
     inside = (t > 0.0) & (t < 1.0)
     ts = tf.where(inside, t, tf.constant(0.5, tf.float64))  # keep log finite where we mask anyway
@@ -129,27 +135,39 @@ class BenchmarkDensitiesTF:
         tail = math.log1p(-s.core_fraction) + _log_normal_pdf(
             log_m, log_mass + math.log(s.tail_scale), s.tail_log_sigma
         )
-        return tf.reduce_logsumexp(tf.stack([core, tail], axis=0), axis=0)
+        return _logaddexp(core, tail)
 
     def log_ps_x(self, x, mx, my):
         """log p_S(x | θ), both jet assignments summed; differentiable in (mx, my)."""
         s = self.sim.signal
         m1, m2, a1, a2, c1, c2 = self._unpack(x)
-        lm1, lm2 = tf.math.log(m1), tf.math.log(m2)
-        masses = tf.reduce_logsumexp(
-            tf.stack(
-                [
-                    self._log_jet_mass_s(lm1, mx) + self._log_jet_mass_s(lm2, my),
-                    self._log_jet_mass_s(lm1, my) + self._log_jet_mass_s(lm2, mx),
-                ],
-                axis=0,
-            ),
-            axis=0,
-        )
+        masses = self._log_ps_masses(tf.math.log(m1), tf.math.log(m2), mx, my)
         shape = _log_beta_pdf(a1, s.tau21_a, s.tau21_b) + _log_beta_pdf(a2, s.tau21_a, s.tau21_b)
         if c1 is not None:
             shape = shape + _log_beta_pdf(c1, s.tau32_a, s.tau32_b) + _log_beta_pdf(c2, s.tau32_a, s.tau32_b)
         return self._ordered(m1, m2, masses + shape)
+
+    def _log_ps_masses(self, lm1, lm2, mx, my):
+        """log of the jet-mass factor of p_S, both jet assignments summed (the only θ-dependent part)."""
+        return _logaddexp(
+            self._log_jet_mass_s(lm1, mx) + self._log_jet_mass_s(lm2, my),
+            self._log_jet_mass_s(lm1, my) + self._log_jet_mass_s(lm2, mx),
+        )
+
+    def split_log_ratio(self, x):
+        """(log m1, log m2, rest): log Λ* = jet-mass part of log p_S(θ) + rest, rest θ-independent."""
+        s = self.sim.signal
+        m1, m2, a1, a2, c1, c2 = self._unpack(x)
+        shape = _log_beta_pdf(a1, s.tau21_a, s.tau21_b) + _log_beta_pdf(a2, s.tau21_a, s.tau21_b)
+        if c1 is not None:
+            shape = shape + _log_beta_pdf(c1, s.tau32_a, s.tau32_b) + _log_beta_pdf(c2, s.tau32_a, s.tau32_b)
+        rest = self._ordered(m1, m2, shape) - self.log_pb_x_sr(x)
+        return tf.math.log(m1), tf.math.log(m2), rest
+
+    def log_ratio_from_split(self, split, mx, my):
+        """log Λ* from :meth:`split_log_ratio` at θ = (mx, my)."""
+        lm1, lm2, rest = split
+        return self._log_ps_masses(lm1, lm2, mx, my) + rest
 
     def log_ratio(self, x, mx, my):
         """Oracle log Λ*(x | θ) = log p_S(x | θ) − log p_B(x | SR)."""

@@ -151,7 +151,8 @@ class SignalFitter:
         (``result.info["table"]``) and the grid refined while |ΔNLL| > ``table_tol[0]`` or the exact
         gradient moves the minimum by more than ``table_tol[1]`` σ. Default: on for models that are
         expensive per θ (``RatioModel.theta_fast_preferred``, e.g. classifier ensembles), off for the
-        oracle. A fit with θ fixed evaluates Λ once instead.
+        oracle. Whatever the model, a fast fit with θ fixed evaluates Λ once and then only sums over
+        events.
     table_steps : tuple of float
         Node spacings (GeV) of the search and the final tables (default 25, 6.25); each refinement
         halves the last.
@@ -384,14 +385,16 @@ class SignalFitter:
 
     def _objectives(self, floating):
         """The functions MIGRAD minimises in turn (the last one also gets HESSE and MINOS)."""
-        if self.backend != "fast" or not self.theta_table:
+        if self.backend != "fast":
             return [self.engine]
-        if "mx" not in floating and "my" not in floating:
+        if "mx" not in floating and "my" not in floating:  # Λ once, then sums over events
             v = self.values
             key = (self.engine.version, v["mx"], v["my"])
             if self._fixed is None or self._fixed[0] != key:
                 self._fixed = (key, FixedThetaNLL(self.engine, v["mx"], v["my"]))
             return [self._fixed[1]]
+        if not self.theta_table:
+            return [self.engine]
         return [self.table(st) for st in self.table_steps]
 
     def _migrad(self, fcn, start, floating, retries, ncall):

@@ -77,6 +77,9 @@ class RatioModel(abc.ABC):
     def log_ratio_numpy(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
         """:meth:`log_ratio` on numpy input, after checking θ is in range and ``x`` is a finite (n, d) array."""
         self.check_theta(mx, my)
+        return self._log_ratio_checked(self._checked_events(x), float(mx), float(my))
+
+    def _checked_events(self, x) -> np.ndarray:
         d = self.feature_set.dim
         try:
             arr = np.asarray(x, np.float64)
@@ -88,7 +91,10 @@ class RatioModel(abc.ABC):
             )
         if not np.isfinite(arr).all():
             raise InputError("x contains NaN/inf; drop or repair those events")
-        return self.log_ratio(tf.constant(arr), float(mx), float(my)).numpy()
+        return arr
+
+    def _log_ratio_checked(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
+        return self.log_ratio(tf.constant(x), mx, my).numpy()
 
     def check_theta(self, mx: float, my: float) -> None:
         """Raise :class:`ParameterRangeError` if θ is outside :attr:`theta_bounds`."""

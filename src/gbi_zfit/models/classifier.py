@@ -759,16 +759,24 @@ class ClassifierEnsemble(RatioModel):
             out.append(vals)
         return np.stack(out)
 
-    def _nodes_fn(self, derivatives: bool):
-        key = f"_nodes_compiled_{self.fast_dtype}_{derivatives}"
+    def _log_ratio_checked(self, x: np.ndarray, mx: float, my: float) -> np.ndarray:
+        # float64 network in chunks: memory bounded by the chunk size, not by the number of events
+        aux = self.precompute(tf.constant(x))
+        fn = self._nodes_fn(False, "float64")
+        ts = (np.array([mx, my]) - self._center) / self._scale
+        return fn(*aux, tf.constant(ts)).numpy() + self._log_kappa_numpy((mx, my))
+
+    def _nodes_fn(self, derivatives: bool, dtype: str | None = None):
+        dtype = dtype or self.fast_dtype
+        key = f"_nodes_compiled_{dtype}_{derivatives}"
         fn = self.__dict__.get(key)
         if fn is not None:
             return fn
-        L = self._layers[self.fast_dtype]
+        L = self._layers[dtype]
         dt = L["wx"].dtype
 
         def chunk_values(xc, ts):
-            return _log_odds(self._logits(xc, ts, self.fast_dtype))
+            return _log_odds(self._logits(xc, ts, dtype))
 
         @tf.function(jit_compile=True)  # the elementwise part: XLA fuses it (the matmuls stay on oneDNN)
         def combine(z, gz):
@@ -784,7 +792,7 @@ class ClassifierEnsemble(RatioModel):
             return tf.stack([f, g[:, 0], g[:, 1], fxy])
 
         def chunk_derivatives(xc, ts):
-            pre = self._pre_activations(xc, ts, self.fast_dtype)
+            pre = self._pre_activations(xc, ts, dtype)
             delta = tf.ones_like(pre[-1])  # per member: ∂z_k/∂(own output) = 1
             for (w, _), a_prev in zip(reversed(L["rest"]), reversed(pre[:-1]), strict=True):
                 delta = tf.matmul(delta, w, transpose_b=True) * tf.cast(a_prev > 0, dt)

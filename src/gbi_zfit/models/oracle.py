@@ -35,13 +35,12 @@ class OracleRatio(RatioModel):
         return self._densities.log_ratio(x, mx, my)
 
     def precompute(self, x: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        # log p_B(x | SR) does not depend on θ and dominates the cost (mjj quadrature): do it once.
-        x = tf.convert_to_tensor(x, tf.float64)
-        return (x, self._densities.log_pb_x_sr(x))
+        # Only the jet-mass part of p_S depends on θ: log p_B(x | SR) (the mjj quadrature), the τ shapes
+        # and the mass ordering are done once per data set.
+        return self._densities.split_log_ratio(tf.convert_to_tensor(x, tf.float64))
 
     def log_ratio_precomputed(self, aux, mx, my):
-        x, log_pb = aux
-        return self._densities.log_ps_x(x, mx, my) - log_pb
+        return self._densities.log_ratio_from_split(aux, mx, my)
 
     def __repr__(self) -> str:
         return f"OracleRatio(feature_set={self.feature_set.name!r}, sr={self.sim.signal_region!s})"
