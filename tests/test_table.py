@@ -165,7 +165,7 @@ def test_table_options_are_checked(events):
     with pytest.raises(InputError, match="table_steps"):
         SignalFitter(QuadraticRatio(), events, table_steps=(0.0,))
     with pytest.raises(InputError, match="table_tol"):
-        SignalFitter(QuadraticRatio(), events, table_tol=(0.01,))
+        SignalFitter(QuadraticRatio(), events, table_tol=-1.0)
 
 
 def test_classifier_node_derivatives_match_finite_differences(small_ensemble, events):
@@ -193,3 +193,29 @@ def test_classifier_node_derivatives_match_finite_differences(small_ensemble, ev
             assert close.mean() > 0.98, k
     finally:
         ens.fast_dtype = "float32"
+
+
+class CauchyRatio(QuadraticRatio):
+    """A peak in θ that no cubic reproduces: the table is approximate and the fit must check it."""
+
+    def log_ratio(self, x, mx, my):
+        x = tf.convert_to_tensor(x, tf.float64)
+        d = tf.square(x[:, 0] - mx) + tf.square(x[:, 1] - my)
+        return self.offset - 2.0 * tf.math.log1p(d / (2 * self.width**2)) - 0.1 * x[:, 2]
+
+
+def test_inexact_table_is_checked_and_refined(events):
+    """A coarse final table misses the tolerance, is refined once, and then agrees with the exact fit."""
+    model = CauchyRatio(width=25.0)
+    start = {"mu": 0.01, "mx": 320.0, "my": 140.0}
+    exact = SignalFitter(model, events, theta_table=False).fit(start)
+    coarse = SignalFitter(model, events, table_steps=(25.0, 25.0), table_tol=1e9).fit(start)
+    assert coarse.info["table"]["step"] == 25.0  # nothing to refine with a huge tolerance
+    assert abs(coarse.info["table"]["check"]["delta_nll"]) > 1e-3
+    fine = SignalFitter(model, events, table_steps=(25.0, 12.5), table_tol=2e-3).fit(start)
+    table = fine.info["table"]
+    assert table["step"] in (12.5, 6.25)
+    assert table["accurate"] == (abs(table["check"]["delta_nll"]) <= 2e-3 and table["exact_gain"] <= 2e-3)
+    assert abs(table["check"]["delta_nll"]) < abs(coarse.info["table"]["check"]["delta_nll"])
+    for n in ("mu", "mx", "my"):
+        assert abs(fine.values[n] - exact.values[n]) < 0.1 * exact.errors[n]

@@ -147,17 +147,16 @@ class SignalFitter:
     theta_table : bool, optional
         θ-fast fits (fast backend): MIGRAD, HESSE and MINOS run on log Λ tabulated per event on a θ grid
         (:class:`~gbi_zfit.inference.table.TabulatedNLL`): first on ``table_steps[0]`` GeV nodes, then on
-        the finer ones around the minimum; the result is checked against the exact NLL at the minimum
-        (``result.info["table"]``) and the grid refined while |ΔNLL| > ``table_tol[0]`` or the exact
-        gradient moves the minimum by more than ``table_tol[1]`` σ. Default: on for models that are
-        expensive per θ (``RatioModel.theta_fast_preferred``, e.g. classifier ensembles), off for the
-        oracle. Whatever the model, a fast fit with θ fixed evaluates Λ once and then only sums over
-        events.
+        the finer ones around the minimum. The minimum is checked against the exact NLL
+        (``result.info["table"]``); if the table's NLL or its distance to the exact minimum (the exact
+        NLL gained one Newton step away) exceeds ``table_tol``, the last table is refined once (half the
+        spacing). Default: on for models that are expensive per θ (``RatioModel.theta_fast_preferred``,
+        e.g. classifier ensembles), off for the oracle. Whatever the model, a fast fit with θ fixed
+        evaluates Λ once and then only sums over events.
     table_steps : tuple of float
-        Node spacings (GeV) of the search and the final tables (default 25, 6.25); each refinement
-        halves the last.
-    table_tol : (float, float)
-        Largest accepted |ΔNLL| and shift of the minimum (in σ) against the exact NLL.
+        Node spacings (GeV) of the search and the final tables (default 25, 6.25).
+    table_tol : float
+        Accepted |ΔNLL| between table and exact NLL at the minimum, and exact-NLL gain of a Newton step.
 
     Examples
     --------
@@ -180,7 +179,7 @@ class SignalFitter:
         tol: float = 1e-3,
         theta_table: bool | None = None,
         table_steps: tuple[float, ...] = (25.0, 6.25),
-        table_tol: tuple[float, float] = (0.01, 0.02),
+        table_tol: float = 0.01,
     ):
         if not isinstance(ratio_model, RatioModel):
             raise InputError(
@@ -210,20 +209,20 @@ class SignalFitter:
             )
         try:
             steps = tuple(float(v) for v in table_steps)
-            tols = tuple(float(v) for v in table_tol)
         except (TypeError, ValueError):
-            raise InputError("table_steps and table_tol must be sequences of numbers") from None
-        if not steps or min(steps) <= 0 or len(tols) != 2 or min(tols) <= 0:
             raise InputError(
-                f"table_steps must be positive spacings in GeV and table_tol two positive numbers; got "
-                f"{table_steps!r}, {table_tol!r}"
-            )
+                f"table_steps must be a sequence of spacings in GeV, got {table_steps!r}"
+            ) from None
+        if not steps or min(steps) <= 0 or not all(math.isfinite(v) for v in steps):
+            raise InputError(f"table_steps must be positive spacings in GeV, got {table_steps!r}")
+        if not (isinstance(table_tol, (int, float, np.integer, np.floating)) and 0 < table_tol < math.inf):
+            raise InputError(f"table_tol must be a positive number (NLL units), got {table_tol!r}")
         self.theta_table = (
             bool(getattr(ratio_model, "theta_fast_preferred", False))
             if theta_table is None
             else bool(theta_table)
         )
-        self.table_steps, self.table_tol = steps, tols
+        self.table_steps, self.table_tol = steps, float(table_tol)
         self._tables: dict[float, TabulatedNLL] = {}
         self._search_only = False  # multi-start candidates: the coarse table only
         self._fixed = None  # (engine version, mX, mY) and its FixedThetaNLL
@@ -460,44 +459,57 @@ class SignalFitter:
         return out, str(m.fmin)
 
     def _check_table(self, m, attempts, floating, retries, ncall):
-        """Check the tabulated minimum against the exact NLL (``result.info["table"]``).
+        """Check the tabulated minimum against the exact NLL (``result.info["table"]``); refine once.
 
-        Reports ΔNLL = table − exact at the minimum and ``exact_gain``: how much lower the exact NLL is
+        Measures ΔNLL = table − exact at the minimum and ``exact_gain``: how much lower the exact NLL is
         after the Newton step −C g_exact (C: HESSE covariance of the table; the step and its half are
         tried), i.e. how far the table's minimum is from the exact one along the most promising
-        direction. The exact NLL of a ReLU network ensemble is only piecewise smooth in θ, so its own
-        gradient is not a reliable measure of distance to its minimum; these two numbers are.
+        direction. (The exact NLL of a ReLU ensemble is only piecewise smooth in θ, so its own gradient is
+        not a reliable distance to its minimum; these two numbers are.) If either exceeds ``table_tol``,
+        MIGRAD runs once more on a table of half the node spacing and the check is repeated there.
         """
         names = self.param_names
-        tab = self.table(self.table_steps[-1])
-        if not m.valid:
-            return m, attempts, [], {"step": tab.step, "check": {}, "accurate": False}
-        m.hesse()
         idx = [names.index(n) for n in floating]
-        cov = np.asarray(m.covariance)[np.ix_(idx, idx)]
-        p0 = np.array([float(m.values[n]) for n in names])
-        check = tab.exact_check(p0, cov, floating)
-        newton = np.zeros_like(p0)
-        newton[idx] = -cov @ np.asarray(check["exact_grad"])[idx]
-        best = check["exact_nll"]
-        for frac in (1.0, 0.5):
-            p = p0 + frac * newton
-            if all(self._inside(n, v) for n, v in zip(names, p, strict=True)):
-                best = min(best, tab.exact_nll(p))
-        gain = float(check["exact_nll"] - best)
-        ok = bool(abs(check["delta_nll"]) <= self.table_tol[0] and gain <= self.table_tol[0])
+        step, used = self.table_steps[-1], []
+        for refine in (False, True):
+            tab = self.table(step)
+            if not m.valid:
+                return m, attempts, used, {"step": step, "check": {}, "accurate": False}
+            m.hesse()
+            cov = np.asarray(m.covariance)[np.ix_(idx, idx)]
+            p0 = np.array([float(m.values[n]) for n in names])
+            check = tab.exact_check(p0, cov, floating)
+            newton = np.zeros_like(p0)
+            newton[idx] = -cov @ np.asarray(check["exact_grad"])[idx]
+            best = check["exact_nll"]
+            for frac in (1.0, 0.5):
+                p = p0 + frac * newton
+                if all(self._inside(n, v) for n, v in zip(names, p, strict=True)):
+                    best = min(best, tab.exact_nll(p))
+            gain = float(check["exact_nll"] - best)
+            ok = bool(abs(check["delta_nll"]) <= self.table_tol and gain <= self.table_tol)
+            if ok or refine:
+                break
+            log.info(
+                "θ table of %.3g GeV: ΔNLL %.3g, exact gain %.3g; refining", step, check["delta_nll"], gain
+            )
+            step /= 2
+            m, attempts = self._migrad(
+                self.table(step), dict(zip(names, p0, strict=True)), floating, retries, ncall
+            )
+            used.append(m)
         if not ok:
             log.warning(
                 "θ table of %.3g GeV: the interpolated NLL differs from the exact one by %.3g at the minimum "
                 "and the exact NLL is %.3g lower one Newton step away; pass finer table_steps (or "
                 "theta_table=False) for a more precise fit",
-                tab.step,
+                step,
                 check["delta_nll"],
                 gain,
             )
-        info = {"step": tab.step, "check": check, "exact_gain": gain, "accurate": ok}
+        info = {"step": step, "check": check, "exact_gain": gain, "accurate": ok}
         info["exact_nll"] = float(check["exact_nll"])
-        return m, attempts, [], info
+        return m, attempts, used, info
 
     def _inside(self, name, value) -> bool:
         lo, hi = self.limits[name]
