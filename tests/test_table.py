@@ -78,7 +78,12 @@ def test_table_notices_new_weights_and_refuses_bad_input(events):
     engine = RatioNLL(QuadraticRatio(), events, penalty_threshold=None)
     table = TabulatedNLL(engine, step=25.0)
     assert not table.stale
-    engine.set_weights(np.full(len(events), 2.0))
+    v0 = table([0.01, 301.0, 151.0])
+    engine.set_weights(np.full(len(events), 2.0))  # new weights: same nodes, read live
+    assert not table.stale
+    assert table([0.01, 301.0, 151.0]) == pytest.approx(engine([0.01, 301.0, 151.0]), abs=1e-7)
+    assert table([0.01, 301.0, 151.0]) == pytest.approx(2 * v0, rel=1e-9)
+    engine.set_data(events[:100])
     assert table.stale
     with pytest.raises(ParameterRangeError, match="outside"):
         table([0.01, 700.0, 100.0])

@@ -100,6 +100,7 @@ class RatioNLL:
             raise InputError("events contain NaN/inf; drop or repair them first")
         self._aux = tuple(self.ratio_model.precompute(tf.constant(x)))
         self._x = x
+        self.data_version += 1  # θ tables of these events watch it (they read the weights live)
         self.n_events = len(x)
         self.set_weights(weights)
 
@@ -113,10 +114,12 @@ class RatioNLL:
                 raise InputError(f"weights must be finite, ≥ 0 and of shape ({self.n_events},)")
         self._w = tf.constant(w)
         self.sum_weights = float(w.sum())
-        self.version += 1  # θ-fast tables built on these events and weights watch it
+        self.version += 1
 
-    #: Incremented whenever the events or weights change.
+    #: Incremented whenever the events or the weights change.
     version: int = 0
+    #: Incremented whenever the events change.
+    data_version: int = 0
 
     @property
     def events(self) -> np.ndarray:

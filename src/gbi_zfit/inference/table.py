@@ -12,8 +12,8 @@ of ~150 calls takes minutes. θ enters the networks only as an input, so the fit
   in θ, C¹ across cells. One NLL call is then a 16-term sum per event (milliseconds), and the gradient
   is exact for the interpolant.
 
-Only the nodes around the cells the fit visits are computed (a fit from a good start touches one to a
-few cells: 16–30 nodes), each once per data set.
+Only the nodes around the cells the fit visits are computed (a fit from a good start touches a few
+cells: 4–20 nodes), each once per set of events (new weights reuse them).
 
 The interpolation error is not bounded a priori: :class:`~gbi_zfit.inference.fit.SignalFitter` measures
 it at the minimum against the exact NLL (:meth:`TabulatedNLL.exact_check`), refines the grid when it is
@@ -51,8 +51,9 @@ class TabulatedNLL:
     """The NLL of a :class:`~gbi_zfit.inference.engine.RatioNLL` with log Λ tabulated in θ.
 
     Same call interface as the engine (``__call__``, ``grad``, ``value_and_grad``, ``param_names``), so
-    iminuit minimises either. The engine's events and weights are read when the table is built; the
-    table notices when they change (:attr:`stale`) — the fitter then builds a new one.
+    iminuit minimises either. The nodes depend on the engine's events only: new weights (bootstrap
+    replicas, model toys) reuse them; new events make the table :attr:`stale` — the fitter then builds a
+    new one.
 
     Parameters
     ----------
@@ -71,9 +72,8 @@ class TabulatedNLL:
         self.model = engine.ratio_model
         self.param_names = engine.param_names
         self.step = float(step)
-        self._version = engine.version
+        self._data_version = engine.data_version
         self.n_events = engine.n_events
-        self.sum_weights = engine.sum_weights
         (xl, xh), (yl, yh) = self.model.theta_bounds
         self.nodes = (regular_nodes(xl, xh, self.step), regular_nodes(yl, yh, self.step))
         self._steps = tuple(float(n[1] - n[0]) for n in self.nodes)
@@ -86,8 +86,12 @@ class TabulatedNLL:
     # -- bookkeeping --------------------------------------------------------------------------------
     @property
     def stale(self) -> bool:
-        """True once the engine's events or weights changed after the table was built."""
-        return self.engine.version != self._version
+        """True once the engine's events changed after the table was built."""
+        return self.engine.data_version != self._data_version
+
+    @property
+    def sum_weights(self) -> float:
+        return self.engine.sum_weights
 
     def _cell(self, mx: float, my: float) -> tuple[int, int]:
         out = []
