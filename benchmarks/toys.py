@@ -4,6 +4,9 @@ Both runs process the *same* toys (same seeds); their results must agree (assert
 setup (building the fitter, tracing the compiled NLL) is timed separately from the steady state.
 
     python benchmarks/toys.py [--n-toys 10] [--n-background-sr 117866] [--s-over-sqrt-b 1] [--no-minos]
+                              [--model DIR] [--kind oracle|bootstrap|model]
+
+``--model DIR`` fits the toys with a trained PAWS ensemble (θ-fast fits) instead of the oracle.
 """
 
 from __future__ import annotations
@@ -43,11 +46,15 @@ def main() -> None:
     ap.add_argument("--s-over-sqrt-b", type=float, default=1.0)
     ap.add_argument("--no-minos", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model", default=None, help="classifier bundle to fit the toys with (default: oracle)")
+    ap.add_argument("--kind", default="oracle", choices=("oracle", "bootstrap", "model"))
     args = ap.parse_args()
     config = ToyConfig(
         s_over_sqrt_b=args.s_over_sqrt_b,
         n_background_sr=args.n_background_sr,
         minos_toys=0 if args.no_minos else None,
+        model=args.model,
+        kind=args.kind,
     )
     print(f"{args.n_toys} toys of {config}")
 

@@ -224,3 +224,22 @@ def test_inexact_table_is_checked_and_refined(events):
     assert abs(table["check"]["delta_nll"]) < abs(coarse.info["table"]["check"]["delta_nll"])
     for n in ("mu", "mx", "my"):
         assert abs(fine.values[n] - exact.values[n]) < 0.1 * exact.errors[n]
+
+
+def test_toys_fitted_with_a_learned_model(small_ensemble, tmp_path):
+    """ToyConfig(model=...): generator toys fitted with the learned ratio on its θ table."""
+    from gbi_zfit.inference.toys import ToyConfig, build_toy_state, run_one_toy
+
+    small_ensemble.save(tmp_path / "paws")
+    config = ToyConfig(s_over_sqrt_b=3.0, n_background_sr=3000, minos_toys=0, model=str(tmp_path / "paws"))
+    assert config.to_dict()["model"] == str(tmp_path / "paws")
+    assert "model" not in ToyConfig().to_dict()  # stores of oracle toys keep their old identity
+    state = build_toy_state(config)
+    assert state.fitter.ratio_model.n_members == small_ensemble.n_members
+    assert state.fitter.theta_table
+    out = run_one_toy(state, np.random.SeedSequence(4).spawn(1)[0])
+    assert out["ok"], out.get("error")
+    assert np.isfinite(out["t_mu"])
+    assert out["t_mu"] >= -1e-6
+    with pytest.raises(InputError, match="model"):
+        ToyConfig(model=3)

@@ -19,7 +19,7 @@ from ..errors import ConfigError, DataFileError, InputError
 from ._common import out_dirs, quiet_tf, write_manifest
 
 #: Command-line options that set :class:`ToyConfig` fields (same names as the dataclass fields).
-CONFIG_OPTIONS = ("kind", "s_over_sqrt_b", "mx", "my", "n_background_sr", "minos_toys")
+CONFIG_OPTIONS = ("kind", "s_over_sqrt_b", "mx", "my", "n_background_sr", "minos_toys", "model")
 DEFAULT_SEED = 1
 DEFAULT_N_TOYS = {"toys": 100, "coverage": 500}
 
@@ -36,7 +36,12 @@ def _option(name: str) -> str:
 
 def _given_config(args: argparse.Namespace) -> dict:
     """The ToyConfig options given on the command line (the others are absent: ``default=SUPPRESS``)."""
-    return {k: getattr(args, k) for k in CONFIG_OPTIONS if hasattr(args, k)}
+    given = {k: getattr(args, k) for k in CONFIG_OPTIONS if hasattr(args, k)}
+    if given.get("model") is not None:
+        from .train import resolve_paws_bundle
+
+        given["model"] = str(resolve_paws_bundle(given["model"]).resolve())
+    return given
 
 
 def _store_path(args: argparse.Namespace, dirs: dict[str, Path]) -> Path:
@@ -238,6 +243,12 @@ def _add_options(s: argparse.ArgumentParser, command: str) -> None:
         default=sup,
         help="oracle: exact generator toys; bootstrap: Poisson bootstrap of one data set; "
         "model: Poisson toys of the model fitted to it (default oracle)",
+    )
+    g.add_argument(
+        "--model",
+        metavar="DIR",
+        default=sup,
+        help="fit the toys with this trained PAWS ensemble (`gbi train paws --out DIR`) instead of the oracle",
     )
     g.add_argument("--s-over-sqrt-b", type=float, default=sup, metavar="Z", help="injected S/√B (default 1)")
     g.add_argument("--mx", type=float, default=sup, metavar="GEV", help="true mX in GeV (default 300)")

@@ -41,6 +41,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import time
 import traceback
 from collections.abc import Mapping
@@ -504,6 +505,10 @@ class ToyConfig:
         Minuit EDM goal of the toy fits (NLL units).
     feature_set : str
         Features of the oracle ratio.
+    model : str, optional
+        Directory of a trained classifier ensemble (:class:`~gbi_zfit.models.classifier.ClassifierEnsemble`
+        bundle): the toys are still drawn from the exact generator (or the data), but fitted with this
+        learned ratio (on its θ table) instead of the oracle — the coverage of the learned fit.
     """
 
     s_over_sqrt_b: float = 1.0
@@ -519,6 +524,7 @@ class ToyConfig:
     mu_lower: float = 0.0
     tol: float = 1e-3
     feature_set: str = "paws"
+    model: str | None = None
 
     def __post_init__(self):
         if self.kind not in TOY_KINDS:
@@ -544,6 +550,10 @@ class ToyConfig:
                 raise ParameterRangeError(
                     f"{name} = {value!r} GeV is outside the benchmark's range [{lo}, {hi}] GeV"
                 )
+        if self.model is not None:
+            if not isinstance(self.model, (str, os.PathLike)):
+                raise InputError(f"model must be the path of a classifier bundle, got {self.model!r}")
+            object.__setattr__(self, "model", str(self.model))
         if self.mx < self.my:  # canonical order; the mirror is the same point
             mx, my = self.my, self.mx
             object.__setattr__(self, "mx", mx)
@@ -567,7 +577,10 @@ class ToyConfig:
         return self.minos_toys is None or index < self.minos_toys
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["model"] is None:  # stores written before learned toys existed stay valid
+            del d["model"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ToyConfig:
@@ -610,6 +623,11 @@ def build_toy_state(config: ToyConfig) -> ToyState:
 
     sim = LHCOSim()
     oracle = OracleRatio(sim, feature_set=config.feature_set)
+    ratio = oracle  # what the toys are fitted with
+    if config.model is not None:
+        from ..models.classifier import ClassifierEnsemble
+
+        ratio = ClassifierEnsemble.load(config.model, feature_set=config.feature_set)
     truth = config.truth
     ss = np.random.SeedSequence(config.data_seed)
     data_ss, ref_ss, warm_ss = ss.spawn(3)
@@ -622,7 +640,7 @@ def build_toy_state(config: ToyConfig) -> ToyState:
     }
     if config.kind == "oracle":
         warm = oracle.feature_set.extract(sim.sample_background_sr(500, seed=warm_ss))
-        fitter = SignalFitter(oracle, warm, **kw)
+        fitter = SignalFitter(ratio, warm, **kw)
         _warm_up(fitter.engine, warm)
         return ToyState(config, fitter, sim, truth, info=info)
 
@@ -635,7 +653,7 @@ def build_toy_state(config: ToyConfig) -> ToyState:
         seed=data_ss,
         feature_set=config.feature_set,
     )
-    fitter = SignalFitter(oracle, x, **kw)
+    fitter = SignalFitter(ratio, x, **kw)
     data_fit = fitter.fit(_inside(fitter, truth), hesse=True, truth=truth)
     if not data_fit.valid:
         raise FitError(f"the fit of the observed data set (data_seed={config.data_seed}) is not valid")
