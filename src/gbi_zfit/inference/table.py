@@ -47,6 +47,44 @@ def _hermite_basis(t, h):
     return tf.stack([2 * t3 - 3 * t2 + 1, h * (t3 - 2 * t2 + t), -2 * t3 + 3 * t2, h * (t3 - t2)])
 
 
+def _compiled(engine: RatioNLL, name: str):
+    """The engine's compiled function ``name``: built once per engine, so that toys (new events and
+    weights for one engine) and new tables never retrace."""
+    fns = engine.__dict__.setdefault("_table_fns", {})
+    fn = fns.get(name)
+    if fn is None:
+
+        def mixture_nll(p, log_ratio, w, n_obs):
+            return -tf.reduce_sum(w * log_mixture_ratio(log_ratio, p[0])) + engine.constraint_terms(p, n_obs)
+
+        if name == "table":
+
+            def fn(p, table, origin, steps, w, n_obs):
+                with tf.GradientTape() as tape:
+                    tape.watch(p)
+                    t = (p[1:3] - origin) / steps
+                    log_ratio = tf.einsum(
+                        "a,abn,b->n", _hermite_basis(t[0], steps[0]), table, _hermite_basis(t[1], steps[1])
+                    )
+                    nll = mixture_nll(p, log_ratio, w, n_obs)
+                return nll, tape.gradient(nll, p)
+
+            fn = tf.function(fn, reduce_retracing=True, jit_compile=True)  # XLA fuses the per-event chain
+        elif name == "fixed":
+
+            def fn(p, log_ratio, w, n_obs):
+                with tf.GradientTape() as tape:
+                    tape.watch(p)
+                    nll = mixture_nll(p, log_ratio, w, n_obs)
+                return nll, tape.gradient(nll, p)
+
+            fn = tf.function(fn, reduce_retracing=True)
+        else:
+            fn = tf.function(mixture_nll, reduce_retracing=True)
+        fns[name] = fn
+    return fn
+
+
 class TabulatedNLL:
     """The NLL of a :class:`~gbi_zfit.inference.engine.RatioNLL` with log Λ tabulated in θ.
 
@@ -81,7 +119,7 @@ class TabulatedNLL:
         self._cells: dict[tuple[int, int], tf.Tensor] = {}
         self._values: dict[tuple[int, int], np.ndarray] = {}  # value-only nodes of probes
         self.stats = {"nodes": 0, "probe_nodes": 0, "node_time_s": 0.0}
-        self._fn = tf.function(self._value_and_grad, reduce_retracing=True, jit_compile=True)
+        self._fn = _compiled(engine, "table")
 
     # -- bookkeeping --------------------------------------------------------------------------------
     @property
@@ -149,17 +187,6 @@ class TabulatedNLL:
         return keys
 
     # -- the likelihood -----------------------------------------------------------------------------
-    def _value_and_grad(self, p, table, origin, steps, w, n_obs):
-        with tf.GradientTape() as tape:
-            tape.watch(p)
-            t = (p[1:3] - origin) / steps
-            wu = _hermite_basis(t[0], steps[0])
-            wv = _hermite_basis(t[1], steps[1])
-            log_ratio = tf.einsum("a,abn,b->n", wu, table, wv)
-            nll = -tf.reduce_sum(w * log_mixture_ratio(log_ratio, p[0]))
-            nll += self.engine.constraint_terms(p, n_obs)
-        return nll, tape.gradient(nll, p)
-
     def _check(self, params) -> np.ndarray:
         p = np.asarray(params, dtype=np.float64)
         if p.shape != (len(self.param_names),):
@@ -256,17 +283,7 @@ class TabulatedNLL:
 
     @property
     def _node_fn(self):
-        fn = self.__dict__.get("_node_compiled")
-        if fn is None:
-
-            @tf.function(reduce_retracing=True)
-            def fn(p, log_ratio, w, n_obs):
-                return -tf.reduce_sum(w * log_mixture_ratio(log_ratio, p[0])) + self.engine.constraint_terms(
-                    p, n_obs
-                )
-
-            self.__dict__["_node_compiled"] = fn
-        return fn
+        return _compiled(self.engine, "node")
 
 
 class FixedThetaNLL:
@@ -285,15 +302,7 @@ class FixedThetaNLL:
         )
         if not np.isfinite(self._log_ratio.numpy()).all():
             raise FitError(f"the ratio model returned NaN/inf log Λ at θ = {self.theta}")
-        self._fn = tf.function(self._value_and_grad, reduce_retracing=True)
-
-    def _value_and_grad(self, p, log_ratio, w, n_obs):
-        with tf.GradientTape() as tape:
-            tape.watch(p)
-            nll = -tf.reduce_sum(w * log_mixture_ratio(log_ratio, p[0])) + self.engine.constraint_terms(
-                p, n_obs
-            )
-        return nll, tape.gradient(nll, p)
+        self._fn = _compiled(engine, "fixed")
 
     def value_and_grad(self, params) -> tuple[float, np.ndarray]:
         p = np.asarray(params, np.float64)

@@ -30,6 +30,7 @@ class OracleRatio(RatioModel):
         self.feature_set = get_feature_set(feature_set)
         self.theta_bounds = (THETA_RANGE, THETA_RANGE)
         self._densities = BenchmarkDensitiesTF(self.sim, self.feature_set.name)
+        self._split = None
 
     def log_ratio(self, x: tf.Tensor, mx: tf.Tensor, my: tf.Tensor) -> tf.Tensor:
         return self._densities.log_ratio(x, mx, my)
@@ -37,7 +38,10 @@ class OracleRatio(RatioModel):
     def precompute(self, x: tf.Tensor) -> tuple[tf.Tensor, ...]:
         # Only the jet-mass part of p_S depends on θ: log p_B(x | SR) (the mjj quadrature), the τ shapes
         # and the mass ordering are done once per data set.
-        return self._densities.split_log_ratio(tf.convert_to_tensor(x, tf.float64))
+        if self._split is None:  # compiled once for any number of events (toys call this per toy)
+            spec = tf.TensorSpec([None, self.feature_set.dim], tf.float64)
+            self._split = tf.function(self._densities.split_log_ratio, input_signature=[spec])
+        return self._split(tf.convert_to_tensor(x, tf.float64))
 
     def log_ratio_precomputed(self, aux, mx, my):
         return self._densities.log_ratio_from_split(aux, mx, my)
