@@ -637,6 +637,8 @@ def build_toy_state(config: ToyConfig) -> ToyState:
         "penalty": config.penalty,
         "penalty_threshold": config.penalty_threshold,
         "tol": config.tol,
+        # every toy fit starts at (or next to) the truth: no coarse θ table to find the basin first
+        "table_steps": (6.25,),
     }
     if config.kind == "oracle":
         warm = oracle.feature_set.extract(sim.sample_background_sr(500, seed=warm_ss))
