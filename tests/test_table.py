@@ -243,3 +243,15 @@ def test_toys_fitted_with_a_learned_model(small_ensemble, tmp_path):
     assert out["t_mu"] >= -1e-6
     with pytest.raises(InputError, match="model"):
         ToyConfig(model=3)
+
+
+def test_classifier_with_compiled_nodes_pickles(small_ensemble, events):
+    """Dask ships models by pickle: the compiled node functions are dropped and rebuilt."""
+    import pickle
+
+    engine = RatioNLL(small_ensemble, events[:500])
+    before = small_ensemble.log_ratio_nodes(engine.precomputed, np.array([[300.0, 150.0]]))
+    clone = pickle.loads(pickle.dumps(small_ensemble))
+    np.testing.assert_array_equal(
+        clone.log_ratio_nodes(engine.precomputed, np.array([[300.0, 150.0]])), before
+    )

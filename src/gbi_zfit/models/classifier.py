@@ -833,6 +833,10 @@ class ClassifierEnsemble(RatioModel):
         fxy = outer.gradient(gx, my)
         return np.array([float(lk), float(gx), float(gy), 0.0 if fxy is None else float(fxy)])
 
+    def __getstate__(self):
+        # compiled TF functions are caches: they are rebuilt on demand (and cannot be pickled for Dask)
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_nodes_compiled_")}
+
     def _log_kappa_numpy(self, theta) -> float:
         if self._kappa_mode == "fixed":
             return self.log_kappa_fixed
