@@ -106,7 +106,10 @@ def test_fit_with_learned_model(chain, tmp_path, capsys):
     assert main(["fit", str(chain["data"]), "--model", str(model), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "training background" in text  # the CFM sample is the figure reference
+    assert "θ table (" in text  # learned fits run on the θ table and report its exact check
     res = _finite_result(out / "results" / "data_fit.json")
+    assert abs(res.info["table"]["check"]["delta_nll"]) < 1.0
+    assert res.nll == res.info["table"]["exact_nll"]
     assert res.info["ratio_model"].startswith("PAWS (2 members, κ sampled")
     (lo_x, hi_x), (lo_y, hi_y) = ClassifierEnsemble.load(model).theta_bounds
     assert lo_x <= res.values["mx"] <= hi_x

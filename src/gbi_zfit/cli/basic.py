@@ -115,6 +115,13 @@ def _fit_ratio(
     result.info["wall_time_s"] = time.perf_counter() - t0
     result.info["ratio_model"] = label
     print(result)
+    table = result.info.get("table")
+    if table and table.get("check"):
+        print(
+            f"θ table ({table['step']:g} GeV nodes): interpolated − exact NLL at the minimum "
+            f"{table['check']['delta_nll']:+.4f}, exact NLL one Newton step away lower by "
+            f"{table['exact_gain']:.4f} ({'within' if table['accurate'] else 'outside'} the 0.01 tolerance)"
+        )
     if out is not None:
         dirs = out_dirs(out)
         result.to_json(dirs["results"] / f"{tag}.json")
