@@ -450,9 +450,8 @@ class SignalFitter:
             out.minos = {n: (float(m.merrors[n].lower), float(m.merrors[n].upper)) for n in minos}
         out.n_calls = int(sum(mi.nfcn + mi.ngrad for mi in dict.fromkeys(used)))
         if table_info is not None:
-            out.nll = table_info["check"][
-                "exact_nll"
-            ]  # the exact NLL at the minimum, not the interpolated one
+            if "exact_nll" in table_info:  # the exact NLL at the minimum, not the interpolated one
+                out.nll = table_info["exact_nll"]
             table_info["tables"] = [t.summary() for t in self._tables.values()]
             out.info["table"] = table_info
         self.set_values({n: v for n, v in out.values.items() if self._inside(n, v)})
@@ -473,9 +472,9 @@ class SignalFitter:
         idx = [names.index(n) for n in floating]
         step, used = self.table_steps[-1], []
         for refine in (False, True):
-            tab = self.table(step)
             if not m.valid:
                 return m, attempts, used, {"step": step, "check": {}, "accurate": False}
+            tab = self.table(step)
             m.hesse()
             cov = np.asarray(m.covariance)[np.ix_(idx, idx)]
             p0 = np.array([float(m.values[n]) for n in names])

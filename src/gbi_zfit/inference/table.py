@@ -29,7 +29,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ..errors import FitError, InputError, ParameterRangeError
+from ..errors import FitError, InputError
 from ..models.kappa import regular_nodes
 from ..pdf.ratio import log_mixture_ratio
 from .engine import RatioNLL
@@ -191,11 +191,7 @@ class TabulatedNLL:
         p = np.asarray(params, dtype=np.float64)
         if p.shape != (len(self.param_names),):
             raise InputError(f"expected {len(self.param_names)} parameters {self.param_names}, got {p.shape}")
-        (xl, xh), (yl, yh) = self.model.theta_bounds
-        if not (xl <= p[1] <= xh and yl <= p[2] <= yh):
-            raise ParameterRangeError(
-                f"θ = ({p[1]}, {p[2]}) GeV is outside the range {self.model.theta_bounds} of the ratio model"
-            )
+        self.model.check_theta(p[1], p[2])
         return p
 
     def value_and_grad(self, params) -> tuple[float, np.ndarray]:
@@ -244,15 +240,13 @@ class TabulatedNLL:
     def exact_nll(self, params) -> float:
         """The exact NLL at ``params`` by one forward pass (no gradient)."""
         p = self._check(params)
-        log_ratio = self.model.log_ratio_nodes(self.engine.precomputed, p[None, 1:3])[0]
-        return float(
-            self._node_fn(
-                tf.constant(p),
-                tf.constant(log_ratio),
-                self.engine.weights,
-                tf.constant(self.sum_weights, tf.float64),
-            )
-        )
+        return self._nll_of(p, self.model.log_ratio_nodes(self.engine.precomputed, p[None, 1:3])[0])
+
+    def _nll_of(self, p, log_ratio: np.ndarray) -> float:
+        """The exact NLL at parameters ``p`` from the events' log Λ at p's θ."""
+        n_obs = tf.constant(self.sum_weights, tf.float64)
+        fn = _compiled(self.engine, "node")
+        return float(fn(tf.constant(p, tf.float64), tf.constant(log_ratio), self.engine.weights, n_obs))
 
     def summary(self) -> dict:
         """Node spacing, nodes computed and the time they took."""
@@ -273,17 +267,10 @@ class TabulatedNLL:
             self.stats["probe_nodes"] += len(todo)
             self.stats["node_time_s"] += time.perf_counter() - t0
         out = []
-        for k in keys:
-            i, j = k
-            log_ratio = self._nodes[k][0] if k in self._nodes else self._values[k]
-            p = tf.constant([mu, self.nodes[0][i], self.nodes[1][j], *rest], tf.float64)
-            n_obs = tf.constant(self.sum_weights, tf.float64)
-            out.append(float(self._node_fn(p, tf.constant(log_ratio), self.engine.weights, n_obs)))
+        for i, j in keys:
+            log_ratio = self._nodes[(i, j)][0] if (i, j) in self._nodes else self._values[(i, j)]
+            out.append(self._nll_of([mu, self.nodes[0][i], self.nodes[1][j], *rest], log_ratio))
         return np.array(out)
-
-    @property
-    def _node_fn(self):
-        return _compiled(self.engine, "node")
 
 
 class FixedThetaNLL:
