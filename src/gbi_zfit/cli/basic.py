@@ -174,15 +174,30 @@ def _learned_ratio(model: str, kappa: str | None, reference: str | None, sim, se
     return ensemble, ref, f"PAWS ({ensemble.n_members} members, κ {ensemble.kappa_mode})"
 
 
-def _profiles(fitter, result, out: Path | None, tag: str, params, *, two_d: bool, truth=None, n_points=21):
-    """1-D profile scans of ``params`` and optionally the 2-D (mX, mY) scan; JSON + figures."""
+def _profiles(
+    fitter,
+    result,
+    out: Path | None,
+    tag: str,
+    params,
+    *,
+    two_d: bool,
+    truth=None,
+    n_points=21,
+    mu_grid: tuple[float, int] | None = None,
+):
+    """1-D profile scans of ``params`` and optionally the 2-D (mX, mY) scan; JSON + figures.
+
+    ``mu_grid`` = (span, points) of the μ scan, e.g. wider for the spurious-signal systematic.
+    """
     import numpy as np
 
     from ..inference.profile import profile_1d, profile_2d
 
     scans = {}
     for name in params:
-        scan = profile_1d(fitter, name, n_points=n_points, best=result)
+        span, points = mu_grid if (name == "mu" and mu_grid) else (3.0, n_points)
+        scan = profile_1d(fitter, name, n_points=points, span=span, best=result)
         scans[name] = scan
         print(scan)
     scan2d = None
@@ -230,6 +245,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         )
     if args.oracle and (args.kappa or args.reference):
         raise InputError("--kappa and --reference apply to a learned ensemble (--model), not to --oracle")
+    _check_global_options(args)
+    spurious = None
+    if args.spurious_signal is not None:  # read it before the fit: a bad value or file fails at once
+        from ..inference.systematics import SpuriousSignal
+
+        spurious = SpuriousSignal.parse(args.spurious_signal)
     quiet_tf()
     events = read_data(args, args.path)
     sim = LHCOSim()
@@ -252,15 +273,110 @@ def cmd_fit(args: argparse.Namespace) -> int:
         tag=tag,
         label=label,
     )
+    mu_grid = _spurious_mu_grid(result, spurious) if spurious is not None else None
+    mu_scan = None
     if args.profiles:
-        _profiles(fitter, result, out, tag, ("mu", "mx", "my"), two_d=True)
+        scans, _ = _profiles(fitter, result, out, tag, ("mu", "mx", "my"), two_d=True, mu_grid=mu_grid)
+        mu_scan = scans["mu"]
+    if spurious is not None:
+        _spurious_signal(fitter, result, spurious, mu_scan, mu_grid, out, tag)
+    if args.global_toys is not None:
+        _global_significance(args, fitter, result, reference, out, tag)
     if out is not None:
         entry = {"command": " ".join(sys.argv), "seed": args.seed, "input": str(args.path)}
         entry.update(read_options(args, args.path))
         if args.model:
             entry.update(model=str(args.model), kappa=ratio.kappa_mode)
+        if spurious is not None:
+            entry.update(spurious_signal=spurious.to_dict())
         write_manifest(out, entry)
     return 0
+
+
+def _spurious_mu_grid(result, spurious) -> tuple[float, int]:
+    """(span, points) of a μ scan that holds the intervals with the systematic, ±3 σ_tot."""
+    import math
+
+    err = result.errors.get("mu", math.nan)
+    if not (math.isfinite(err) and err > 0):
+        return 3.0, 21  # no HESSE error: profile_1d sizes the grid itself
+    span = 3.0 * math.hypot(1.0, spurious.sigma_mu / err)
+    points = min(41, 2 * math.ceil(10 * span / 3.0) + 1)  # about the default density, odd: μ̂ on the grid
+    return span, points
+
+
+def _spurious_signal(fitter, result, spurious, scan, mu_grid, out: Path | None, tag: str):
+    """The spurious-signal systematic on μ: print it and add it to the fit's JSON (``info``)."""
+    from ..inference.profile import profile_1d
+    from ..inference.systematics import profile_with_spurious_signal
+
+    if scan is None:
+        span, points = mu_grid
+        scan = profile_1d(fitter, "mu", n_points=points, span=span, best=result)
+    res = profile_with_spurious_signal(scan, spurious, fitter=fitter, best=result)
+    print(res.summary())
+    if out is not None:
+        # under info: the file stays a FitResult (FitResult.from_json reads it back)
+        result.info["spurious_signal"] = res.to_dict()
+        path = out_dirs(out)["results"] / f"{tag}.json"
+        result.to_json(path)
+        print(f"added the spurious-signal systematic to {path}")
+    return res
+
+
+def _check_global_options(args: argparse.Namespace) -> None:
+    """``--global-toys`` and its executor options, checked before the fit."""
+    n = args.global_toys
+    if n is not None and n < 1:
+        raise InputError(f"--global-toys must be a positive number of toys, got {n}")
+    if n is None and (args.dask or args.workers is not None or args.scheduler):
+        raise InputError("--dask, --workers and --scheduler run the --global-toys toys: give --global-toys N")
+    if args.scheduler and args.workers is not None:
+        raise InputError("--workers starts a local Dask cluster; it cannot be combined with --scheduler")
+
+
+def _global_significance(args, fitter, result, reference, out: Path | None, tag: str):
+    """``--global-toys N``: background-only toys resampled from the reference, each fitted blind; prints the
+    global significance and adds it to the fit's JSON (``info``), with a histogram of the toys."""
+    import numpy as np
+
+    from ..inference.lee import global_significance, local_significance
+    from ..parallel import make_executor
+
+    _, z_local = local_significance(result)
+    # child 1 of --seed: child 0 draws the benchmark reference sample (_benchmark_reference)
+    seed = np.random.SeedSequence(args.seed).spawn(2)[1]
+    store = out_dirs(out)["results"] / f"{tag}_global_toys.jsonl" if out is not None else None
+    print(
+        f"global significance: {args.global_toys} background-only toys resampled from the {len(reference)} "
+        f"reference events, each fitted blind (μ, mX, mY free)" + (f"; store: {store}" if store else ""),
+        flush=True,
+    )
+    dask = args.dask or args.workers is not None
+    with make_executor(dask=dask, scheduler=args.scheduler, n_workers=args.workers) as ex:
+        gs = global_significance(
+            fitter,
+            z_local,
+            args.global_toys,
+            seed,
+            reference=reference,
+            executor=ex,
+            store_path=store,
+            progress=sys.stderr.isatty(),
+            mu_probe=result.info.get("mu_probe"),
+            grid_step=result.info.get("grid_step", 50.0),
+        )
+    print(gs)
+    if out is not None:
+        from ..plotting.toys import plot_global_significance
+
+        dirs = out_dirs(out)
+        result.info["global_significance"] = gs.to_dict()  # under info: the file stays a FitResult
+        path = dirs["results"] / f"{tag}.json"
+        result.to_json(path)
+        fig = plot_global_significance(gs, dirs["figures"] / f"{tag}_global_significance.png")
+        print(f"added the global significance to {path}; wrote {fig}")
+    return gs
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -385,8 +501,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _demo_learned(
     args, events, sim, out: Path, data_path: Path, truth: dict, oracle_result, t0: float
 ) -> bool:
-    """``gbi demo --learned``: quick CFM + quick PAWS (trained or reused), learned fit, comparison."""
+    """``gbi demo --learned``: quick flow generator + quick PAWS (trained or reused), learned fit, comparison."""
     from .._util import atomic_write_text
+    from ..models.cfm import TARGET_AUC
     from .train import events_digest, learned_models
 
     print(f"\n--- learned GBI-PAWS (quick presets; models cached in {out / 'models'}) ---")
@@ -416,7 +533,8 @@ def _demo_learned(
     q = models.quality.get("benchmark")
     if q:
         print(
-            f"  CFM SR background vs truth: C2ST AUC = {q['auc']:.3f} ± {q['auc_error']:.3f} (target ≤ 0.55)"
+            f"  generated SR background vs truth: C2ST AUC = {q['auc']:.3f} ± {q['auc_error']:.3f} "
+            f"(target ≤ {q.get('target_auc', TARGET_AUC)})"
         )
     reused = [k for k, v in models.reused.items() if v]
     print(
@@ -428,7 +546,7 @@ def _demo_learned(
         "oracle": oracle_result.to_dict(),
         "learned": learned.to_dict(),
         "kappa": ensemble.kappa_mode,
-        "cfm_quality": models.quality,
+        "generator_quality": models.quality,
         "reused": models.reused,
         "models_time_s": models.train_time_s,
     }
@@ -463,7 +581,8 @@ def register(sub) -> None:
         "fit",
         help="fit μ, mX, mY of a data file in the SR (oracle or learned ratio model)",
         epilog="examples: gbi fit data.root --oracle --minos --out results/\n"
-        "          gbi fit data.root --model run/models/paws --out run",
+        "          gbi fit data.root --model run/models/paws --out run\n"
+        "          gbi fit data.root --model run/models/paws --spurious-signal run/validate.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("path", help="data file (.root, .h5, .npz)")
@@ -482,7 +601,31 @@ def register(sub) -> None:
     s.add_argument(
         "--profiles", action="store_true", help="1-D profile scans of μ, mX, mY and the 2-D contour"
     )
-    s.add_argument("--seed", type=int, default=0, help="seed of the reference sample used for plots")
+    s.add_argument(
+        "--spurious-signal",
+        metavar="VALUE|JSON",
+        help=(
+            "spurious-signal systematic on μ: σ_ss as a number, or the JSON of `gbi validate` "
+            "(spurious_signal.sigma_mu); profiles μ and reports intervals and the local Z with it"
+        ),
+    )
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the reference sample used for plots (and of --global-toys)",
+    )
+    g = s.add_argument_group("global significance (look-elsewhere effect over mX, mY)")
+    g.add_argument(
+        "--global-toys",
+        type=int,
+        metavar="N",
+        help="after the fit, N background-only toys (resampled from the reference, fitted blind): global p "
+        "and Z of the local excess; resumable (results/<name>_fit_global_toys.jsonl)",
+    )
+    g.add_argument("--dask", action="store_true", help="run the --global-toys toys on a local Dask cluster")
+    g.add_argument("--workers", type=int, help="local Dask workers for the toys (default: one per core)")
+    g.add_argument("--scheduler", metavar="ADDR", help="run the toys on the running Dask scheduler at ADDR")
     add_read_options(s)
     s.set_defaults(func=cmd_fit)
 

@@ -60,6 +60,11 @@ __all__ = [
 
 PRESETS = ("paper", "standard", "quick", "test")
 SR_BACKGROUND_FILE = "sr_background.npz"
+#: The generated κ reference (independent of the training sample), next to SR_BACKGROUND_FILE.
+SR_REFERENCE_FILE = "sr_reference.npz"
+QUALITY_FILE = "cfm_quality.json"
+#: Size of the κ reference per preset (the issue's ≥ 1M for the analysis presets).
+REFERENCE_SIZES = {"paper": 2_000_000, "standard": 1_000_000, "quick": 300_000, "test": 5_000}
 #: At most this many sideband events (and at most 5 % of them) are kept out of CFM training for the
 #: sideband-closure check.
 _CLOSURE_MAX = 50_000
@@ -144,6 +149,7 @@ class CFMStage:
     sample: Any  # SRBackgroundSample
     mjj_fit: Any
     quality: dict[str, Any] = field(default_factory=dict)  # check name -> GeneratorQuality
+    fidelity: Any = None  # NormalisationCheck of a flow generator against the benchmark (or None)
 
 
 def _quality(name: str, generated, reference, dirs: dict[str, Path], seed, reference_label: str):
@@ -171,15 +177,22 @@ def run_cfm(
     *,
     seed: int,
     factor: float = 3.0,
+    reference_size: int = 0,
     sideband_check: bool = True,
     benchmark_check: bool = False,
     progress: bool = False,
     provenance: dict[str, Any] | None = None,
     extra_metadata: dict[str, Any] | None = None,
 ) -> CFMStage:
-    """Sideband p(mjj) fit, CFM training, SR background sample and quality checks; writes the files.
+    """Sideband p(mjj) fit, generator training, SR background samples and quality checks; writes the files.
 
-    Seeds: ``spawn_seeds(seed, 5)`` → (closure split, training, SR sample, sideband check, benchmark check).
+    ``config`` chooses the generator: a :class:`~gbi_zfit.models.flowgen.GeneratorConfig` trains the flow
+    generator (saved to ``models/generator``), a :class:`~gbi_zfit.models.cfm.CFMConfig` the CFM
+    (``models/cfm``). Besides the training sample (``factor`` × the predicted SR count) an independent
+    κ reference of ``reference_size`` events is written to ``data/sr_reference.npz`` (0: none).
+
+    Seeds: ``spawn_seeds(seed, 6)`` → (closure split, training, SR sample, sideband check, benchmark check,
+    κ reference).
     """
     import numpy as np
 
@@ -188,12 +201,16 @@ def run_cfm(
     from ..data.mjj import fit_sidebands
     from ..data.regions import DEFAULT_SR
     from ..models.cfm import train_cfm
+    from ..models.flowgen import FlowGenerator, GeneratorConfig
     from ..parallel import spawn_seeds
 
     if not (np.isfinite(factor) and factor > 0):
         raise InputError(f"--factor must be > 0, got {factor}")
+    if reference_size < 0:
+        raise InputError(f"--reference-size must be ≥ 0, got {reference_size}")
+    is_flow = isinstance(config, GeneratorConfig)
     dirs = out_dirs(out)
-    s_split, s_train, s_sample, s_check_sb, s_check_bm = spawn_seeds(seed, 5)
+    s_split, s_train, s_sample, s_check_sb, s_check_bm, s_reference = spawn_seeds(seed, 6)
 
     t0 = time.perf_counter()
     mjj_fit = fit_sidebands(events.mjj, DEFAULT_SR, seed=s_split)
@@ -212,12 +229,20 @@ def run_cfm(
     perm = np.random.default_rng(s_split).permutation(len(sb))
     held_out = sb.select(np.sort(perm[:n_hold]))
     train = sb.select(np.sort(perm[n_hold:]))
+    what = (
+        f"the flow generator ({config.describe()})"
+        if is_flow
+        else f"the CFM ({config.width} wide × {config.n_blocks} blocks, ≤ {config.epochs} epochs)"
+    )
     print(
-        f"training the CFM ({config.width} wide × {config.n_blocks} blocks, ≤ {config.epochs} epochs) on "
+        f"training {what} on "
         f"{len(train) if config.max_events is None else min(len(train), config.max_events)} of "
         f"{len(sb)} sideband events" + (f" ({n_hold} held out for the closure check)" if n_hold else "")
     )
-    generator = train_cfm(train, config, seed=s_train, progress=progress)
+    if is_flow:
+        generator = FlowGenerator.train_sidebands(train, config, seed=s_train, progress=progress)
+    else:
+        generator = train_cfm(train, config, seed=s_train, progress=progress)
     h = generator.history
     print(
         f"  {h.n_epochs} epochs (best {h.best_epoch}), validation loss {min(h.val_loss):.4f}, "
@@ -234,6 +259,22 @@ def run_cfm(
         f"{time.perf_counter() - t0:.0f} s -> {sample_path}"
     )
 
+    reference_record = None
+    if reference_size:
+        t0 = time.perf_counter()
+        reference = generator.sample_sr_background(mjj_fit, n=reference_size, seed=s_reference)
+        reference_path = dirs["data"] / SR_REFERENCE_FILE
+        write_events(reference.to_events(), reference_path)
+        reference_record = {
+            "path": str(reference_path.resolve()),
+            "sha256": events_digest(reference.to_events()),
+            "n": reference_size,
+        }
+        print(
+            f"κ reference sample: {reference_size} events (independent of the training sample), "
+            f"{time.perf_counter() - t0:.0f} s -> {reference_path}"
+        )
+
     stage = CFMStage(generator, sample, mjj_fit)
     if sideband_check:
         gen = generator.sample(held_out.mjj, seed=s_check_sb)
@@ -248,11 +289,17 @@ def run_cfm(
         stage.quality["benchmark"] = _quality(
             "benchmark", sample.features[:n], truth, dirs, s_check_bm, "true SR background"
         )
+        if is_flow:
+            from ..models.fidelity import generator_normalisation
+
+            t0 = time.perf_counter()
+            stage.fidelity = generator_normalisation(generator, seed=s_check_bm.spawn(1)[0])
+            print(f"  benchmark check, {stage.fidelity} ({time.perf_counter() - t0:.0f} s)")
     if stage.quality:
-        atomic_write_text(
-            dirs["results"] / "cfm_quality.json",
-            json.dumps({k: q.to_dict() for k, q in stage.quality.items()}, indent=2),
-        )
+        record = {k: q.to_dict() for k, q in stage.quality.items()}
+        if stage.fidelity is not None:
+            record["benchmark_normalisation"] = stage.fidelity.to_dict()
+        atomic_write_text(dirs["results"] / QUALITY_FILE, json.dumps(record, indent=2))
 
     generator.metadata.update(
         {
@@ -264,13 +311,41 @@ def run_cfm(
                 "n": len(sample.mjj),
                 "factor": float(factor),
             },
-            "quality": {k: {"auc": q.auc, "auc_error": q.auc_error} for k, q in stage.quality.items()},
+            "sr_reference": reference_record,
+            "quality": {
+                k: {"auc": q.auc, "auc_error": q.auc_error, "target_auc": q.target_auc}
+                for k, q in stage.quality.items()
+            },
             **(extra_metadata or {}),
         }
     )
-    path = generator.save(dirs["models"] / "cfm")
-    print(f"saved the CFM generator to {path}")
+    path = generator.save(dirs["models"] / generator_dir(config))
+    print(f"saved the {'flow' if is_flow else 'CFM'} generator to {path}")
     return stage
+
+
+def generator_dir(config) -> str:
+    """``models/`` subdirectory of a generator: ``generator`` (flow) or ``cfm``."""
+    from ..models.flowgen import GeneratorConfig
+
+    return "generator" if isinstance(config, GeneratorConfig) else "cfm"
+
+
+def benchmark_normalisation(ensemble, out: Path, *, seed: int, progress: bool = False):
+    """E_B,true[Λ(x | θ)] − 1 of a trained ensemble on the 50-GeV grid (synthetic benchmark only).
+
+    Prints it and writes ``results/paws_normalisation.json``; returns the
+    :class:`~gbi_zfit.models.fidelity.NormalisationCheck`.
+    """
+    from .._util import atomic_write_text
+    from ..models.fidelity import ratio_normalisation
+
+    t0 = time.perf_counter()
+    check = ratio_normalisation(ensemble, seed=seed, progress=progress)
+    path = out_dirs(out)["results"] / "paws_normalisation.json"
+    atomic_write_text(path, json.dumps(check.to_dict(), indent=2))
+    print(f"benchmark check, {check} ({time.perf_counter() - t0:.0f} s) -> {path}")
+    return check
 
 
 def run_paws(
@@ -279,12 +354,17 @@ def run_paws(
     config,
     *,
     seed: int,
+    reference=None,
     executor=None,
     progress: bool = False,
     provenance: dict[str, Any] | None = None,
     extra_metadata: dict[str, Any] | None = None,
 ):
-    """Train the classifier ensemble on ``background`` (n, 6) and save it to ``out/models/paws``."""
+    """Train the classifier ensemble on ``background`` (n, 6) and save it to ``out/models/paws``.
+
+    ``reference`` (m, 6): an independent background sample for the sampled κ(θ) (default: events held
+    out of ``background``).
+    """
     import numpy as np
 
     from .._util import atomic_write_text
@@ -300,7 +380,13 @@ def run_paws(
     )
     with member_store(dirs["data"] / "classifier_store.jsonl") as store:
         ensemble = train_classifier_ensemble(
-            background, config, seed=seed, executor=executor, progress=progress, store=store
+            background,
+            config,
+            seed=seed,
+            kappa_reference=reference,
+            executor=executor,
+            progress=progress,
+            store=store,
         )
     for i, hist in enumerate(ensemble.metadata["histories"]):
         print(
@@ -340,14 +426,28 @@ def _config(cls, args: argparse.Namespace, **overrides):
     return cls.preset(args.preset, **overrides)
 
 
-def cmd_train_cfm(args: argparse.Namespace) -> int:
+def generator_config(kind: str, preset: str, epochs: int | None = None):
+    """The settings of a ``kind`` ("flow" or "cfm") generator for a preset (``epochs`` overrides)."""
+    from ..models.cfm import CFMConfig
+    from ..models.flowgen import GeneratorConfig
+
+    overrides = {} if epochs is None else {"epochs": epochs}
+    if kind == "flow":
+        return GeneratorConfig.preset(preset, **overrides)
+    if kind == "cfm":
+        return CFMConfig.preset(preset, **overrides)
+    raise InputError(f"--generator must be 'flow' or 'cfm', got {kind!r}")
+
+
+def cmd_train_generator(args: argparse.Namespace) -> int:
     _positive(args.epochs, "--epochs")
+    if args.reference_size is not None and args.reference_size < 0:
+        raise InputError(f"--reference-size must be ≥ 0, got {args.reference_size}")
     data = Path(args.path)
     read_kwargs = read_options(args, data)
     quiet_tf()
-    from ..models.cfm import CFMConfig
-
-    config = _config(CFMConfig, args)
+    config = generator_config(args.generator, args.preset, args.epochs)
+    reference_size = REFERENCE_SIZES[args.preset] if args.reference_size is None else args.reference_size
     events = read_data(args, data)
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -357,24 +457,28 @@ def cmd_train_cfm(args: argparse.Namespace) -> int:
         config,
         seed=args.seed,
         factor=args.factor,
+        reference_size=reference_size,
         benchmark_check=args.check_benchmark,
         progress=_progress(args),
         provenance={"path": str(data.resolve()), "sha256": events_digest(events), "n": len(events)},
     )
+    step = f"train {args.model}"
     write_manifest(
         out,
         {
             "command": " ".join(sys.argv),
-            "step": "train cfm",
+            "step": step,
+            "generator": args.generator,
             "input": str(data),
             **read_kwargs,
             "preset": args.preset,
             "config": config.to_dict(),
             "seed": args.seed,
+            "reference_size": reference_size,
             "quality": {k: q.auc for k, q in stage.quality.items()},
         },
     )
-    print(f"train cfm finished in {time.perf_counter() - t0:.0f} s")
+    print(f"{step} finished in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
@@ -398,6 +502,16 @@ def cmd_train_paws(args: argparse.Namespace) -> int:
         overrides["kappa_mode"] = args.kappa
     config = _config(ClassifierConfig, args, **overrides)
     events, background = read_background_sample(background_path, "--background")
+    reference_path = Path(args.reference) if args.reference else background_path.with_name(SR_REFERENCE_FILE)
+    reference = None
+    if args.reference or reference_path.exists():
+        ref_events, reference = read_background_sample(reference_path, "--reference")
+        if events_digest(ref_events) == events_digest(events):
+            raise InputError(
+                f"--reference {reference_path} is the training sample itself; κ needs an independent "
+                "sample (data/sr_reference.npz of `gbi train generator`)"
+            )
+        print(f"κ reference: {len(reference)} events from {reference_path}")
     out = Path(args.out)
     t0 = time.perf_counter()
     use_dask = bool(args.dask or args.scheduler or args.workers is not None)
@@ -405,17 +519,21 @@ def cmd_train_paws(args: argparse.Namespace) -> int:
         "path": str(background_path.resolve()),
         "sha256": events_digest(events),
         "n_sr": len(background),
+        "kappa_reference": None if reference is None else str(reference_path.resolve()),
     }
     with make_executor(dask=use_dask, scheduler=args.scheduler, n_workers=args.workers) as executor:
-        run_paws(
+        ensemble = run_paws(
             background,
             out,
             config,
             seed=args.seed,
+            reference=reference,
             executor=executor if use_dask else None,
             progress=_progress(args),
             provenance=provenance,
         )
+    if args.check_benchmark:
+        benchmark_normalisation(ensemble, out, seed=args.seed, progress=_progress(args))
     write_manifest(
         out,
         {
@@ -464,77 +582,108 @@ def _cached(path: Path, key: dict, loader):
 
 
 def learned_models(
-    events, out: Path, *, seed: int, data_path: Path, data_digest: str, progress: bool
+    events,
+    out: Path,
+    *,
+    seed: int,
+    data_path: Path,
+    data_digest: str,
+    progress: bool,
+    generator: str = "flow",
+    preset: str = "quick",
 ) -> LearnedModels:
-    """Quick CFM + quick PAWS ensemble for ``events``, reusing ``out/models/{cfm,paws}`` when compatible.
+    """Generator + PAWS ensemble (``preset``) for ``events``, reusing ``out/models/`` when compatible.
 
-    A cached CFM is reused when it was trained on the same data (SHA-256 of the events) with the same seed
-    and preset; a cached ensemble when it was trained on the same SR background sample (SHA-256) with the
-    same seed and preset. A missing or modified sample of a reused CFM is drawn again (same seed).
+    A cached generator is reused when it was trained on the same data (SHA-256 of the events) with the
+    same seed and settings; a cached ensemble when it was trained on the same SR background sample
+    (SHA-256) with the same seed and settings. Missing or modified samples of a reused generator are
+    drawn again (same seeds).
     """
     import numpy as np
 
     from ..data.io import read_events, write_events
     from ..data.mjj import MjjFitResult
-    from ..models.cfm import CFMConfig, CFMGenerator
+    from ..models.cfm import CFMGenerator
     from ..models.classifier import ClassifierConfig, ClassifierEnsemble
+    from ..models.flowgen import FlowGenerator
     from ..parallel import spawn_seeds
 
     dirs = out_dirs(out)
     # training seeds: children of SeedSequence([seed, 1]), independent of the data generation's SeedSequence(seed)
-    s_cfm, s_paws = (int(s.generate_state(1)[0]) for s in spawn_seeds(np.random.SeedSequence([seed, 1]), 2))
-    cfm_config, paws_config = CFMConfig.preset("quick"), ClassifierConfig.preset("quick")
+    s_gen, s_paws = (int(s.generate_state(1)[0]) for s in spawn_seeds(np.random.SeedSequence([seed, 1]), 2))
+    gen_config, paws_config = generator_config(generator, preset), ClassifierConfig.preset(preset)
+    reference_size = REFERENCE_SIZES[preset]
     sample_path = dirs["data"] / SR_BACKGROUND_FILE
+    reference_path = dirs["data"] / SR_REFERENCE_FILE
     t0 = time.perf_counter()
-    reused = {"cfm": False, "paws": False}
+    reused = {"generator": False, "paws": False}
 
-    cfm_key = _jsonable(
-        {"data_sha256": data_digest, "seed": s_cfm, "factor": 3.0, "config": cfm_config.to_dict()}
+    gen_key = _jsonable(
+        {
+            "data_sha256": data_digest,
+            "seed": s_gen,
+            "factor": 3.0,
+            "reference_size": reference_size,
+            "config": gen_config.to_dict(),
+        }
     )
-    generator = _cached(dirs["models"] / "cfm", cfm_key, CFMGenerator.load)
-    if generator is None:
+    loader = FlowGenerator.load if generator == "flow" else CFMGenerator.load
+    model = _cached(dirs["models"] / generator_dir(gen_config), gen_key, loader)
+    if model is None:
         stage = run_cfm(
             events,
             out,
-            cfm_config,
-            seed=s_cfm,
+            gen_config,
+            seed=s_gen,
+            reference_size=reference_size,
             sideband_check=False,
             benchmark_check=True,
             progress=progress,
             provenance={"path": str(data_path.resolve()), "sha256": data_digest, "n": len(events)},
-            extra_metadata={"demo_cache": cfm_key},
+            extra_metadata={"demo_cache": gen_key},
         )
-        generator, background = stage.generator, stage.sample.features
-        sample_digest = generator.metadata["sr_background"]["sha256"]
+        model, background = stage.generator, stage.sample.features
+        sample_digest = model.metadata["sr_background"]["sha256"]
     else:
-        reused["cfm"] = True
-        recorded = generator.metadata.get("sr_background", {}).get("sha256")
-        sample = read_events(sample_path) if sample_path.exists() else None
-        if sample is not None and events_digest(sample) == recorded:
-            print(f"reusing the CFM generator and the SR background sample in {out}")
-            sample_digest = recorded
-        else:
-            print(f"reusing the CFM generator in {out}; drawing the SR background sample again")
-            s_sample = spawn_seeds(s_cfm, 5)[2]  # as in run_cfm
-            mjj_fit = MjjFitResult.from_dict(generator.metadata["mjj_fit"])
-            sample = generator.sample_sr_background(mjj_fit, factor=3.0, seed=s_sample).to_events()
-            write_events(sample, sample_path)
-            sample_digest = events_digest(sample)
-        background = sample.features("paws")
-    quality = dict(generator.metadata.get("quality", {}))
+        reused["generator"] = True
+        seeds = spawn_seeds(s_gen, 6)  # as in run_cfm
+        mjj_fit = MjjFitResult.from_dict(model.metadata["mjj_fit"])
+        samples = {}
+        for key, path, seed_index, size in (
+            ("sr_background", sample_path, 2, {"factor": 3.0}),
+            ("sr_reference", reference_path, 5, {"n": reference_size}),
+        ):
+            recorded = (model.metadata.get(key) or {}).get("sha256")
+            sample = read_events(path) if path.exists() else None
+            if sample is None or events_digest(sample) != recorded:
+                print(f"reusing the generator in {out}; drawing {path.name} again")
+                sample = model.sample_sr_background(mjj_fit, seed=seeds[seed_index], **size).to_events()
+                write_events(sample, path)
+            samples[key] = sample
+        print(f"reusing the generator and its SR samples in {out}")
+        sample_digest = events_digest(samples["sr_background"])
+        background = samples["sr_background"].features("paws")
+    quality = dict(model.metadata.get("quality", {}))
 
     paws_key = _jsonable(
         {"background_sha256": sample_digest, "seed": s_paws, "config": paws_config.to_dict()}
     )
     ensemble = _cached(dirs["models"] / "paws", paws_key, ClassifierEnsemble.load)
     if ensemble is None:
+        reference = read_events(reference_path).features("paws")
         ensemble = run_paws(
             background,
             out,
             paws_config,
             seed=s_paws,
+            reference=reference,
             progress=progress,
-            provenance={"path": str(sample_path.resolve()), "sha256": sample_digest, "n_sr": len(background)},
+            provenance={
+                "path": str(sample_path.resolve()),
+                "sha256": sample_digest,
+                "n_sr": len(background),
+                "kappa_reference": str(reference_path.resolve()),
+            },
             extra_metadata={"demo_cache": paws_key},
         )
     else:
@@ -565,14 +714,14 @@ def _common_options(s: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    """Add ``gbi train cfm``, ``gbi train paws`` and (from :mod:`.ranode`) ``gbi train flows``."""
+    """Add ``gbi train generator`` (and ``cfm``), ``gbi train paws`` and (from :mod:`.ranode`) ``gbi train flows``."""
     t = sub.add_parser(
         "train",
-        help="train learned models (GBI-PAWS: cfm, then paws)",
-        description="Train learned models. GBI-PAWS: first `train cfm` (generator), then `train paws`.",
+        help="train learned models (GBI-PAWS: generator, then paws)",
+        description="Train learned models. GBI-PAWS: first `train generator`, then `train paws`.",
         epilog=(
             "example:\n"
-            "  gbi train cfm data.root --out run --quick --check-benchmark\n"
+            "  gbi train generator data.root --out run --quick --check-benchmark\n"
             "  gbi train paws --background run/data/sr_background.npz --out run --quick\n"
             "  gbi fit data.root --model run/models/paws --out run"
         ),
@@ -580,29 +729,55 @@ def register(sub) -> None:
     )
     tsub = t.add_subparsers(dest="model", required=True, metavar="MODEL")
 
-    s = tsub.add_parser(
-        "cfm",
-        help="sideband CFM generator and the SR background sample",
-        description=(
-            "Fit p(mjj) in the sidebands, train the conditional flow-matching generator p_B(x | mjj) on the "
-            "sideband events and write the SR background sample (mjj from the fit, x from the CFM). "
-            "Quality: sideband closure on held-out sideband events, and with --check-benchmark the true "
-            "SR background of the synthetic benchmark."
-        ),
-        epilog="example: gbi train cfm data.root --out run --quick --check-benchmark",
-    )
-    s.add_argument("path", help="data file (.root, .h5, .npz); its sideband events train the CFM")
-    _common_options(s)
-    s.add_argument(
-        "--factor", type=float, default=3.0, help="SR background sample size / predicted SR count (default 3)"
-    )
-    s.add_argument(
-        "--check-benchmark",
-        action="store_true",
-        help="also compare the SR sample with the true benchmark SR background (synthetic data only)",
-    )
-    add_read_options(s)
-    s.set_defaults(func=cmd_train_cfm)
+    for name, kind in (("generator", "flow"), ("cfm", "cfm")):
+        s = tsub.add_parser(
+            name,
+            help=(
+                "sideband background generator (flow by default) and the SR background samples"
+                if name == "generator"
+                else "= train generator --generator cfm (the conditional flow-matching generator)"
+            ),
+            description=(
+                "Fit p(mjj) in the sidebands, train the background generator p_B(x | mjj) on the sideband "
+                "events and write the SR background sample (mjj from the fit, x from the generator) and an "
+                "independent κ reference sample. Generators: 'flow' (conditional normalizing flows on "
+                "jet-symmetrised features; the default of `train generator`) or 'cfm' (conditional flow "
+                "matching). Quality: sideband closure on held-out sideband events, and with "
+                "--check-benchmark the true SR background of the synthetic benchmark (C2ST and, for flows, "
+                "E_gen[Λ*(x|θ)] − 1 per θ)."
+            ),
+            epilog=f"example: gbi train {name} data.root --out run --preset standard --check-benchmark",
+        )
+        s.add_argument("path", help="data file (.root, .h5, .npz); its sideband events train the generator")
+        _common_options(s)
+        s.add_argument(
+            "--generator",
+            choices=("flow", "cfm"),
+            default=kind,
+            help=f"generator model (default {kind})",
+        )
+        s.add_argument(
+            "--factor",
+            type=float,
+            default=3.0,
+            help="SR background sample size / predicted SR count (default 3)",
+        )
+        s.add_argument(
+            "--reference-size",
+            type=int,
+            help=(
+                "events of the independent κ reference sample data/sr_reference.npz (default by preset: "
+                + ", ".join(f"{k} {v:,}" for k, v in REFERENCE_SIZES.items())
+                + "; 0: none, κ then uses events held out of the training sample)"
+            ),
+        )
+        s.add_argument(
+            "--check-benchmark",
+            action="store_true",
+            help="also compare the SR sample with the true benchmark SR background (synthetic data only)",
+        )
+        add_read_options(s)
+        s.set_defaults(func=cmd_train_generator)
 
     s = tsub.add_parser(
         "paws",
@@ -618,6 +793,18 @@ def register(sub) -> None:
     )
     _common_options(s)
     s.add_argument("--ensemble", type=int, help="number of members (overrides the preset)")
+    s.add_argument(
+        "--reference",
+        help=(
+            "independent SR background sample for the sampled κ(θ) (default: sr_reference.npz next to "
+            "--background, if present; else events held out of --background)"
+        ),
+    )
+    s.add_argument(
+        "--check-benchmark",
+        action="store_true",
+        help="also measure E_B,true[Λ(x|θ)] − 1 on the 50-GeV grid (synthetic benchmark only)",
+    )
     s.add_argument(
         "--kappa",
         choices=("fixed", "sampled"),

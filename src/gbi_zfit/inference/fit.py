@@ -561,6 +561,8 @@ class SignalFitter:
         minos: tuple[str, ...] = (),
         truth: dict[str, float] | None = None,
         require_valid: bool = False,
+        hesse: bool = True,
+        extra_starts: tuple[Mapping[str, float], ...] = (),
     ) -> FitResult:
         """Fit from the most promising points of a coarse θ grid; keep the best valid minimum.
 
@@ -570,7 +572,10 @@ class SignalFitter:
         minimum an earlier start already found, which lies in the same basin — and the valid fit with
         the lowest NLL is returned. Every start is recorded in ``result.info["starts"]`` (skipped ones
         in ``result.info["skipped_starts"]``). With a θ table the probe reads exact node values and the
-        starts are fitted on the coarse table; only the final fit uses the fine one.
+        starts are fitted on the coarse table; only the final fit uses the fine one. ``hesse=False`` skips
+        HESSE after the final fit (e.g. for toys that need only the minimum). ``extra_starts``: further
+        starting points ({name: value}) tried after the grid's, with the same skipping rule (e.g. from a
+        better probe of the likelihood, :mod:`gbi_zfit.inference.lee`).
         """
         grid = self.theta_grid(grid_step)
         mu_lo, mu_hi = self.limits["mu"]
@@ -587,8 +592,8 @@ class SignalFitter:
         fits, skipped = [], []
         self._search_only = True
         try:
-            for i in order:
-                start = {"mu": probe, "mx": float(grid[i, 0]), "my": float(grid[i, 1])}
+            starts = [{"mu": probe, "mx": float(grid[i, 0]), "my": float(grid[i, 1])} for i in order]
+            for start in starts + [dict(st) for st in extra_starts]:
                 if any(_near(start, r.values, grid_step) for _, r in fits if r.valid):
                     skipped.append(start)  # next to a minimum already found: the same basin
                     continue
@@ -598,7 +603,7 @@ class SignalFitter:
             self._search_only = False
         valid = [f for f in fits if f[1].valid]
         _, best = min(valid or fits, key=lambda f: f[1].nll)
-        final = self.fit(best.values, minos=minos, truth=truth, require_valid=require_valid)
+        final = self.fit(best.values, hesse=hesse, minos=minos, truth=truth, require_valid=require_valid)
         final.info["probe_time_s"] = t_probe
         final.info["starts"] = [
             {"start": st, "values": r.values, "nll": r.nll, "valid": r.valid} for st, r in fits

@@ -23,7 +23,7 @@ SR background
 Quality
     :func:`generator_quality` compares a generated sample with a reference (e.g. the benchmark's true
     SR background): per-feature histograms with ratios, KS distances and a classifier two-sample test
-    (AUC on a held-out half; 0.5 = indistinguishable, target ≤ 0.55).
+    (AUC on a held-out half; 0.5 = indistinguishable, target ≤ TARGET_AUC = 0.51).
 """
 
 from __future__ import annotations
@@ -699,6 +699,12 @@ def _domain(tr: FeatureTransform) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+#: Goal of the classifier two-sample test of a generated sample (held-out AUC). See the README's validation
+#: section: a generator at AUC 0.507 on the true SR background still mismodels the heavy-jet corner by up
+#: to 17 %, so the AUC is a necessary, not a sufficient check (the benchmark adds E_gen[Λ*] − 1 per θ).
+TARGET_AUC = 0.51
+
+
 @dataclass
 class GeneratorQuality:
     """Comparison of a generated sample with a reference sample, feature by feature and jointly.
@@ -710,7 +716,7 @@ class GeneratorQuality:
     auc, auc_error : float
         Classifier two-sample test (held-out AUC, 0.5 = indistinguishable) and its standard error.
     target_auc : float
-        The quality goal (default 0.55); :attr:`passed` says whether ``auc`` ≤ target.
+        The quality goal (default :data:`TARGET_AUC`); :attr:`passed` says whether ``auc`` ≤ target.
     ks : dict
         Kolmogorov–Smirnov distance per feature.
     histograms : dict
@@ -725,7 +731,7 @@ class GeneratorQuality:
     names: list[str]
     auc: float
     auc_error: float
-    target_auc: float = 0.55
+    target_auc: float = TARGET_AUC
     ks: dict[str, float] = field(default_factory=dict)
     histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     means: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -766,7 +772,7 @@ def generator_quality(
     names: Sequence[str] = get_feature_set("paws").names,
     bins: int = 40,
     seed: int | np.random.SeedSequence | None = 0,
-    target_auc: float = 0.55,
+    target_auc: float = TARGET_AUC,
     c2st_kwargs: Mapping[str, Any] | None = None,
 ) -> GeneratorQuality:
     """Compare a generated sample with a reference (e.g. the true SR background of the benchmark).

@@ -747,7 +747,10 @@ class BackgroundFlowEnsemble:
         Root seed of the training (member ``k`` used child ``k`` of ``SeedSequence(seed)``).
     """
 
+    #: Bundle kind and schema version written by :meth:`save` and required by :meth:`load` (subclasses
+    #: with another meaning of the same weights, e.g. the PAWS generator, set their own).
     kind = BUNDLE_KIND
+    kind_version = BUNDLE_KIND_VERSION
 
     def __init__(
         self,
@@ -1085,8 +1088,8 @@ class BackgroundFlowEnsemble:
         return save_ensemble(
             self,
             directory,
-            kind=BUNDLE_KIND,
-            kind_version=BUNDLE_KIND_VERSION,
+            kind=self.kind,
+            kind_version=self.kind_version,
             features=list(self.feature_names),
             metadata={
                 "mjj_range": list(self.mjj_range),
@@ -1109,9 +1112,9 @@ class BackgroundFlowEnsemble:
         """
         with parse_bundle(
             directory,
-            kind=BUNDLE_KIND,
+            kind=cls.kind,
             expected_features=expected_features,
-            kind_version=BUNDLE_KIND_VERSION,
+            kind_version=cls.kind_version,
             what="background-flow metadata",
         ) as (members, sidecar):
             meta = sidecar["metadata"]

@@ -150,6 +150,23 @@ class KappaSurface:
         return cls(**kw)
 
 
+#: θ points per call of ``log_odds``: memory is this × the reference size × 8 bytes (1M events: 128 MB)
+_THETA_BATCH = 16
+
+
+def _log_mean_odds(log_odds: Callable[[np.ndarray], np.ndarray], theta: np.ndarray):
+    """log E[odds] and the relative standard error of E[odds] per θ, a few θ at a time (bounded memory)."""
+    log_mean, rel_sd = [], []
+    for i in range(0, len(theta), _THETA_BATCH):
+        lo = log_odds(theta[i : i + _THETA_BATCH])
+        m = lo.shape[1]
+        lm = np.logaddexp.reduce(lo, axis=1) - np.log(m)
+        rel = np.exp(lo - lm[:, None])  # relative to the mean: no overflow
+        log_mean.append(lm)
+        rel_sd.append(rel.std(axis=1) / np.sqrt(m))
+    return np.concatenate(log_mean), np.concatenate(rel_sd)
+
+
 def build_kappa_surface(
     log_odds: Callable[[np.ndarray], np.ndarray],
     bounds: tuple[tuple[float, float], tuple[float, float]],
@@ -181,12 +198,9 @@ def build_kappa_surface(
     (a, b), (c, d) = bounds
     mx_nodes, my_nodes = regular_nodes(a, b, step), regular_nodes(c, d, step)
     theta = np.array([(u, v) for u in mx_nodes for v in my_nodes])
-    lo = log_odds(theta)
-    m = lo.shape[1]
-    log_mean = np.logaddexp.reduce(lo, axis=1) - np.log(m)
-    # standard error of log E[odds]: sd(odds)/(E[odds] √m), computed relative to the mean for stability
-    rel = np.exp(lo - log_mean[:, None])
-    mc_error = float(np.median(rel.std(axis=1) / np.sqrt(m)))
+    log_mean, rel_sd = _log_mean_odds(log_odds, theta)
+    # standard error of log E[odds]: sd(odds)/(E[odds] √m)
+    mc_error = float(np.median(rel_sd))
     surface = KappaSurface(
         mx_nodes.tolist(),
         my_nodes.tolist(),
@@ -203,8 +217,7 @@ def build_kappa_surface(
         centres = np.stack(
             [0.5 * (mx_nodes[iu] + mx_nodes[iu + 1]), 0.5 * (my_nodes[iv] + my_nodes[iv + 1])], 1
         )
-        lo_c = log_odds(centres)
-        direct = -(np.logaddexp.reduce(lo_c, axis=1) - np.log(lo_c.shape[1]))
+        direct = -_log_mean_odds(log_odds, centres)[0]
         diff = surface(centres[:, 0], centres[:, 1]) - direct
         surface.check_rms = float(np.sqrt(np.mean(diff**2)))
         surface.check_max = float(np.max(np.abs(diff)))

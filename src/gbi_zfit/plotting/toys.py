@@ -1,4 +1,5 @@
-"""Figures of pseudo-experiments: μ pulls and the Wilks test statistics against their χ² laws."""
+"""Figures of pseudo-experiments: μ pulls, the Wilks test statistics against their χ² laws, and the
+background-only toys of a global significance (look-elsewhere effect)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from scipy import stats
 
 from ._style import save, style
 
-__all__ = ["plot_pulls", "plot_test_statistics"]
+__all__ = ["plot_global_significance", "plot_pulls", "plot_test_statistics"]
 
 
 def _finite(values) -> np.ndarray:
@@ -124,5 +125,80 @@ def plot_test_statistics(result, path: str | Path | None = None, *, bins: int = 
     title = _title(result)
     if title:
         fig.suptitle(title, fontsize="small")
+    fig.tight_layout()
+    return save(fig, path) if path is not None else fig
+
+
+def plot_global_significance(result, path: str | Path | None = None, *, bins: int = 30):
+    """Histogram of the background-only toys' maximum local Z with the observed local Z marked.
+
+    Overlaid: the density of √q0 at a *fixed* θ (½ δ(0) + half-normal; dotted) — what the local Z would
+    follow without the look-elsewhere effect — and, if there is one, the χ²_ν tail fit of the toys
+    (dashed), both scaled to the number of toys.
+
+    Parameters
+    ----------
+    result : GlobalSignificance or dict
+        From :func:`~gbi_zfit.inference.lee.global_significance` (or its ``to_dict()``).
+    path : path, optional
+        Save the figure there (format from the suffix) and close it; otherwise return the figure.
+    """
+    plt, _ = style()
+    d = result if isinstance(result, dict) else result.to_dict()
+    z = _finite(d["toy_z"])
+    z_obs = float(d["z_local_obs"])
+    hi = max(4.0, 1.1 * float(z.max()) if len(z) else 0.0)
+    z_shown = min(z_obs, 1.5 * hi)  # a far-off observation is drawn at the edge, with its value in the label
+    hi = max(hi, 1.05 * z_shown)
+    edges = np.linspace(0.0, hi, bins + 1)
+    width = edges[1] - edges[0]
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    ax.hist(
+        np.clip(z, 0, hi - 1e-9),
+        bins=edges,
+        histtype="stepfilled",
+        color="tab:gray",
+        alpha=0.5,
+        edgecolor="black",
+        label=f"background-only toys ({len(z)}): max local Z",
+    )
+    grid = np.linspace(1e-3, hi, 400)
+    n = len(z)
+    ax.plot(
+        grid,
+        n * width * stats.norm.pdf(grid),
+        color="tab:blue",
+        ls=":",
+        lw=2,
+        label=r"fixed $\theta$: $\sqrt{q_0}$",
+    )
+    ex = d.get("extrapolation")
+    if ex:
+        nu, u0, frac = ex["ndf"], ex["threshold"], ex["n_tail"] / max(n, 1)
+        zt = grid[grid**2 > u0]
+        dens = frac * 2 * zt * stats.chi2.pdf(zt**2, nu) / stats.chi2.sf(u0, nu)  # density of Z = √q0
+        ax.plot(
+            zt,
+            n * width * dens,
+            color="tab:green",
+            ls="--",
+            lw=2,
+            label=rf"$\chi^2_{{\nu}}$ tail fit, $\nu$ = {nu:.2f}",
+        )
+    bound = d.get("bound")
+    z_glob = d["z_global"]
+    glob = f"global Z {'>' if bound else '='} {z_glob:.2f}"
+    ax.axvline(z_shown, color="tab:red", lw=2.5, label=f"observed: local Z = {z_obs:.2f}, {glob}")
+    ax.set_xlim(0, hi)
+    ax.set_yscale("log")
+    lo, top = ax.get_ylim()
+    ax.set_ylim(max(lo, 0.3), max(top, 1.0) * 30)  # room for the legend
+    ax.set_xlabel(r"maximum local significance $Z = \sqrt{q_0}$")
+    ax.set_ylabel("toys / bin")
+    ax.legend(fontsize="x-small", loc="upper right")
+    p, err = d["p_global"], d["p_global_error"]
+    ax.set_title(
+        f"look-elsewhere effect: p = {p:.3g}" + (" (bound)" if bound else f" ± {err:.2g}"), fontsize="small"
+    )
     fig.tight_layout()
     return save(fig, path) if path is not None else fig
