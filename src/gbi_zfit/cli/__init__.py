@@ -2,7 +2,7 @@
 
 Subcommands: ``info``, ``generate``, ``fit``, ``scan`` and ``demo`` (:mod:`.basic`); ``toys`` and
 ``coverage`` (:mod:`.stats`); ``train cfm|paws|flows`` (:mod:`.train`, flows from :mod:`.ranode`) and
-``ranode`` (:mod:`.ranode`). Each module of this package registers its subcommands with
+``ranode`` (:mod:`.ranode`); ``validate`` (:mod:`.validate`). Each module of this package registers its subcommands with
 ``register(sub)``; heavy imports happen inside the subcommands so that ``gbi --help`` is instant.
 Errors from :mod:`gbi_zfit.errors` print one line and exit with status 2 (``--debug`` shows the
 traceback).
@@ -25,13 +25,14 @@ examples:
   gbi fit data.root --oracle --minos --out results/
   gbi coverage --s-over-sqrt-b 1 --n-toys 500 --dask --out cov1   # toys → coverage table; rerun resumes
   gbi train cfm data.root --out run --quick && gbi train paws --background run/data/sr_background.npz --out run --quick
+  gbi validate data.root --model run/models/paws --out run   # spurious signal in sideband windows
   gbi ranode data.root --oracle-background --mu-grid 1e-4 1e-1 10 --minuit --out run
   gbi info
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import basic, ranode, stats, train
+    from . import basic, ranode, stats, train, validate
 
     p = argparse.ArgumentParser(
         prog="gbi",
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"gbi_zfit {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (basic, stats, train, ranode):
+    for module in (basic, stats, train, ranode, validate):
         module.register(sub)
     return p
 

@@ -1,0 +1,58 @@
+"""Figure of a sideband validation: the spurious signal μ̂ and its local Z per window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._style import save, style
+
+__all__ = ["plot_sideband_validation"]
+
+
+def plot_sideband_validation(result, path: str | Path | None = None):
+    """μ̂ ± σ (top) and local Z (bottom) per sideband window, learned and (if present) oracle.
+
+    Parameters
+    ----------
+    result : SidebandValidation or dict
+        From :func:`~gbi_zfit.inference.validation.validate_sidebands` (or its ``to_dict()``).
+    path : path, optional
+        Save the figure there and close it; otherwise return the figure.
+    """
+    plt, _ = style()
+    d = result if isinstance(result, dict) else result.to_dict()
+    wins = d["windows"]
+    centre = np.array([0.5 * (w["low"] + w["high"]) for w in wins])
+    half = np.array([0.5 * (w["high"] - w["low"]) for w in wins])
+    fig, (ax_mu, ax_z) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
+    mu = np.array([w["mu_hat"] for w in wins])
+    err = np.array([w["mu_error"] for w in wins])
+    ax_mu.errorbar(centre, mu, yerr=err, xerr=half, fmt="o", color="tab:red", label="learned ratio")
+    ax_z.errorbar(centre, [w["z_local"] for w in wins], xerr=half, fmt="o", color="tab:red", label="learned")
+    if all(w.get("oracle") for w in wins):
+        om = np.array([w["oracle"]["mu_hat"] for w in wins])
+        oe = np.array([w["oracle"]["mu_error"] for w in wins])
+        ax_mu.errorbar(centre + 0.1 * half, om, yerr=oe, fmt="s", color="tab:blue", label="exact oracle")
+        ax_z.plot(
+            centre + 0.1 * half,
+            [w["oracle"]["z_local"] for w in wins],
+            "s",
+            color="tab:blue",
+            label="exact oracle",
+        )
+    ss = d["spurious_signal"]["sigma_mu"]
+    ax_mu.axhline(ss, color="tab:red", ls="--", lw=1.5, label=rf"$\sigma_{{ss}}$ = {ss:.2g}")
+    ax_mu.axhline(0.0, color="black", lw=1)
+    ax_mu.set_ylabel(r"spurious $\hat\mu$")
+    ax_mu.legend(fontsize="x-small")
+    for z, ls in ((3.0, ":"), (5.0, "--")):
+        ax_z.axhline(z, color="gray", ls=ls, lw=1)
+    ax_z.set_ylabel(r"local $Z$ at $\hat\theta$")
+    ax_z.set_xlabel(r"validation window in $m_{jj}$ [GeV]")
+    ax_z.set_ylim(bottom=0)
+    ax_z.legend(fontsize="x-small")
+    fig.suptitle("sideband validation (no signal expected)", fontsize="small")
+    fig.tight_layout()
+    return save(fig, path) if path is not None else fig
