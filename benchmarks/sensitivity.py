@@ -174,11 +174,38 @@ def train_or_load_models(
     return record
 
 
+def classifier_dir(models: str | Path) -> Path:
+    """The classifier bundle: ``models/classifier`` (this study's cache) or ``models`` itself (e.g. the
+    ``models/paws`` bundle of ``gbi train paws``)."""
+    from gbi_zfit.models.persistence import SIDECAR_NAME
+
+    models = Path(models)
+    return models if (models / SIDECAR_NAME).is_file() else models / "classifier"
+
+
 def _bundle_fingerprint(models_dir: Path) -> str:
     """SHA-256 of the classifier sidecar (it holds the members' checksums): identifies the model."""
     from gbi_zfit.models.persistence import SIDECAR_NAME
 
-    return hashlib.sha256((models_dir / "classifier" / SIDECAR_NAME).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256((classifier_dir(models_dir) / SIDECAR_NAME).read_bytes()).hexdigest()[:16]
+
+
+def pretrained_record(bundle: Path) -> dict[str, Any]:
+    """Training record of a classifier bundle trained elsewhere (``--paws-model``): its own metadata."""
+    from gbi_zfit.errors import ModelFileError
+    from gbi_zfit.models.classifier import ClassifierEnsemble
+
+    if not bundle.is_dir():
+        raise ModelFileError(f"--paws-model {bundle}: no such classifier bundle")
+    ens = ClassifierEnsemble.load(bundle)
+    meta = ens.metadata
+    return {
+        "settings": {"paws_model": str(bundle.resolve())},
+        "train_time_s": float(meta.get("train_time_s", math.nan) or math.nan),
+        "background": meta.get("background"),
+        "kappa_surface_check_rms": ens.kappa_surface.check_rms if ens.kappa_surface else None,
+        "kappa_surface_mc_error": ens.kappa_surface.mc_error if ens.kappa_surface else None,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +233,7 @@ class FitState:
         self.n_starts = int(n_starts)
         self.start = start
         self.n_background = int(n_background)
-        ensemble = ClassifierEnsemble.load(Path(models_dir) / "classifier").with_kappa(kappa)
+        ensemble = ClassifierEnsemble.load(classifier_dir(models_dir)).with_kappa(kappa)
         warm = self.sim.sample_background_sr(500, seed=0).features("paws")
         kw = {"penalty_threshold": penalty_threshold}
         self.fitters = {
@@ -336,6 +363,46 @@ def _quantiles(values: Sequence[float]) -> dict[str, float]:
     return {"median": float(med), "q16": float(q16), "q84": float(q84), "n": len(a)}
 
 
+def _pull(fit: Mapping[str, Any], mu_true: float) -> float:
+    """(μ̂ − μ_true) / σ_HESSE (NaN without a positive error)."""
+    err = fit["errors"].get("mu")
+    return (fit["values"]["mu"] - mu_true) / err if err and err > 0 else math.nan
+
+
+def _width(values: Sequence[float]) -> float:
+    """Half the 16–84 % range of the finite values (a robust standard deviation; NaN if < 3)."""
+    a = np.asarray(values, np.float64)
+    a = a[np.isfinite(a)]
+    return float(0.5 * np.diff(np.quantile(a, [0.16, 0.84]))[0]) if len(a) >= 3 else math.nan
+
+
+def null_calibration(
+    rows: Sequence[Mapping[str, Any]], *, margin: float = 0.5, z_max: float = 4.0
+) -> list[dict]:
+    """The background-only rows (S/√B = 0) against issue 13's null targets.
+
+    Passed when median Z_learned ≤ median Z_oracle + ``margin`` and no data set has Z_learned > ``z_max``.
+    """
+    out = []
+    for r in rows:
+        if r["s_over_sqrt_b"] != 0:
+            continue
+        zl, zo = r["learned"]["z"]["median"], r["oracle"]["z"]["median"]
+        out.append(
+            {
+                "mx": r["mx"],
+                "my": r["my"],
+                "n": r["n_datasets"] - r["n_failed"],
+                "median_z_learned": zl,
+                "median_z_oracle": zo,
+                "max_z_learned": r["learned"]["z_max"],
+                "max_z_oracle": r["oracle"]["z_max"],
+                "passed": bool(zl <= zo + margin and r["learned"]["z_max"] <= z_max),
+            }
+        )
+    return out
+
+
 def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate per (θ, S/√B): medians with 16–84 % bands of μ̂/μ_true, μ̂, θ̂, Z, and Z ratios.
 
@@ -371,15 +438,22 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         }
         for m in METHODS:
             fits = [r[m] for r in ok]
+            pulls = [_pull(f, r["mu_true"]) for f, r in zip(fits, ok, strict=True)]
             row[m] = {
                 "mu_hat": _quantiles([f["values"]["mu"] for f in fits]),
                 "mu_ratio": _quantiles(
-                    [f["values"]["mu"] / r["mu_true"] for f, r in zip(fits, ok, strict=True)]
+                    [
+                        f["values"]["mu"] / r["mu_true"] if r["mu_true"] > 0 else math.nan
+                        for f, r in zip(fits, ok, strict=True)
+                    ]
                 ),
+                "pull": _quantiles(pulls),
+                "pull_width": _width(pulls),
                 "mx": _quantiles([f["values"]["mx"] for f in fits]),
                 "my": _quantiles([f["values"]["my"] for f in fits]),
                 "err_mu": _quantiles([f["errors"].get("mu") for f in fits]),
                 "z": _quantiles([f["z"] for f in fits]),
+                "z_max": float(max((f["z"] for f in fits), default=math.nan)),
                 "z_fixed": _quantiles([f["z_fixed_theta"] for f in fits]),
                 "valid_fraction": float(np.mean([f["valid"] for f in fits])) if fits else math.nan,
             }
@@ -439,6 +513,12 @@ def _clean(obj: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=Path("sensitivity_models"), help="model cache directory")
+    ap.add_argument(
+        "--paws-model",
+        type=Path,
+        default=None,
+        help="use this trained classifier bundle (e.g. RUN/models/paws of `gbi train paws`) instead of --models",
+    )
     ap.add_argument("--cfm-preset", default="quick")
     ap.add_argument(
         "--classifier-preset", default="standard", help="standard (default; ≈ 11 min on 2 cores) or quick"
@@ -484,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         store = ResultStore(store_path, read_only=True)  # safe while a run still appends
         config, training = store.header["config"], store.header["meta"].get("training", {})
         records = list(store.results().values())
+    elif args.paws_model is not None:
+        args.models = args.paws_model
+        training = pretrained_record(args.paws_model)
     else:
         training = train_or_load_models(
             args.models,
@@ -493,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             n_background=args.train_n_background,
             progress=not args.no_progress,
         )
+    if not args.summarize_only:
         if args.train_only:
             return {"training": training}
         config = {
@@ -542,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for m in METHODS
         },
         "summary": rows,
+        "null_calibration": null_calibration(rows),
         "records": records,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -552,6 +637,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         plot_mu_hat(rows, args.out / "sensitivity_fig1.png", records=records)
         plot_mass_scatter(records, args.out / "sensitivity_fig2.png")
     print(format_table(rows))
+    for n in result["null_calibration"]:
+        print(
+            f"background only at ({n['mx']:g}, {n['my']:g}), {n['n']} data sets: median Z learned "
+            f"{n['median_z_learned']:.2f} vs oracle {n['median_z_oracle']:.2f}, max learned {n['max_z_learned']:.2f} "
+            f"(oracle {n['max_z_oracle']:.2f}): {'passed' if n['passed'] else 'FAILED'} (median ≤ oracle + 0.5, max ≤ 4)"
+        )
     print(f"wall time {time.perf_counter() - t0:.0f} s; written to {args.out}")
     return result
 

@@ -248,3 +248,30 @@ def test_engine_tools_any_event_count(sim):
             expected = fitter.engine.log_ratio(300.0, 150.0)
             np.testing.assert_allclose(log_ratio(fitter.engine, 300.0, 150.0), expected, rtol=1e-6, atol=1e-6)
             assert discovery_q0(fitter, None, theta=(300.0, 150.0)).q0 >= 0
+
+
+def test_pulls_and_max_z(sens, records):
+    lrn = sens.summarize(records)[0]["learned"]
+    # pulls (μ̂ − μ)/σ = (ratio − 1)/0.1 = −2, −1, 0, 1, 2
+    assert lrn["pull"]["median"] == pytest.approx(0.0)
+    assert lrn["pull_width"] == pytest.approx(1.36)
+    assert lrn["z_max"] == pytest.approx(5.0)
+
+
+def test_background_only_rows_and_null_calibration(sens):
+    recs = [_record(300.0, 150.0, 0.0, r) for r in range(5)]
+    (row,) = sens.summarize(recs)
+    assert row["mu_true"]["median"] == 0.0
+    assert row["learned"]["mu_ratio"]["n"] == 0  # no μ̂/μ at μ = 0 (not a division by zero)
+    (null,) = sens.null_calibration([row])
+    # learned Z 1..5 (median 3, max 5), oracle 2..10 (median 6): the median passes, the maximum fails
+    assert (null["median_z_learned"], null["median_z_oracle"], null["max_z_learned"]) == (3.0, 6.0, 5.0)
+    assert not null["passed"]
+    for r in recs:
+        r["learned"]["z"] = min(r["learned"]["z"], 3.9)
+    assert sens.null_calibration(sens.summarize(recs))[0]["passed"]
+    for r in recs:
+        r["learned"]["z"] = r["oracle"]["z"] + 0.6  # median above the oracle's by more than 0.5
+        r["oracle"]["z"] = min(r["oracle"]["z"], 3.0)
+    assert not sens.null_calibration(sens.summarize(recs))[0]["passed"]
+    assert sens.null_calibration(sens.summarize([_record(300.0, 150.0, 1.0, 0)])) == []
