@@ -520,3 +520,21 @@ def test_all_errors_are_gbi_errors():
     assert issubclass(DataFileError, GBIError)
     assert issubclass(InputError, GBIError)
     assert set(io.__all__) <= set(dir(io))
+
+
+def test_npz_weights_round_trip(events, tmp_path):
+    path = tmp_path / "w.npz"
+    w = np.linspace(0.0, 2.0, len(events))
+    io.save_npz(events, path, weights=w)
+    np.testing.assert_array_equal(io.load_npz_weights(path), w)
+    assert len(io.load_npz(path)) == len(events)  # still an ordinary events file
+    io.save_npz(events, path)
+    assert io.load_npz_weights(path) is None
+    with pytest.raises(InputError, match="weights"):
+        io.save_npz(events, path, weights=w[:-1])
+    with pytest.raises(InputError, match="weights"):
+        io.save_npz(events, path, weights=-w)
+    with open(path, "wb") as fh:  # a weights column with NaN written by other code
+        np.savez(fh, weight=np.array([np.nan, 1.0]))
+    with pytest.raises(DataFileError, match="finite"):
+        io.load_npz_weights(path)

@@ -107,3 +107,20 @@ def test_old_chebyshev_sidecar_is_tabulated():
     expected = np.polynomial.chebyshev.chebval2d(u, v, np.array(coef))
     assert s(333.0, 222.0) == pytest.approx(expected, abs=1e-4)
     assert s.n_reference == 7
+
+
+def test_weighted_kappa_means():
+    """Equal weights are the plain mean; an integer weight k is the event counted k times."""
+    from gbi_zfit.models.kappa import _log_mean_odds
+
+    rng = np.random.default_rng(0)
+    lo = rng.normal(0.0, 2.0, size=(3, 50))
+    theta = np.zeros((3, 2))
+    plain = _log_mean_odds(lambda t: lo, theta)
+    equal = _log_mean_odds(lambda t: lo, theta, np.full(50, 0.7))
+    np.testing.assert_allclose(equal[0], plain[0], rtol=1e-12)
+    np.testing.assert_allclose(equal[1], plain[1], rtol=1e-12)
+    k = rng.integers(1, 4, size=50)
+    dup = _log_mean_odds(lambda t: np.repeat(lo, k, axis=1), theta)
+    weighted = _log_mean_odds(lambda t: lo, theta, np.log(k))
+    np.testing.assert_allclose(weighted[0], dup[0], rtol=1e-12)

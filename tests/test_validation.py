@@ -195,3 +195,34 @@ def test_validate_command_bad_inputs_exit_2(run, tmp_path, capsys):
         == 2
     )
     capsys.readouterr()
+
+
+def test_train_generator_writes_a_weighted_reference_that_train_paws_uses(run, capsys):
+    from gbi_zfit.data.io import load_npz_weights
+
+    _, out = run
+    w = load_npz_weights(out / "data" / "sr_reference.npz")
+    assert w is not None
+    assert len(w) >= 4900
+    assert 0 < w.max() <= 2.0 + 1e-12
+    meta = json.loads((out / "models" / "generator" / "model.json").read_text())
+    assert "temperatures" in json.dumps(meta)
+    sample = out / "data" / "sr_background.npz"
+    assert (
+        main(
+            [
+                "train",
+                "paws",
+                "--background",
+                str(sample),
+                "--out",
+                str(out),
+                "--preset",
+                "test",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
+    assert "importance-weighted" in capsys.readouterr().out

@@ -262,16 +262,15 @@ def run_cfm(
     reference_record = None
     if reference_size:
         t0 = time.perf_counter()
-        reference = generator.sample_sr_background(mjj_fit, n=reference_size, seed=s_reference)
         reference_path = dirs["data"] / SR_REFERENCE_FILE
-        write_events(reference.to_events(), reference_path)
-        reference_record = {
-            "path": str(reference_path.resolve()),
-            "sha256": events_digest(reference.to_events()),
-            "n": reference_size,
-        }
+        reference_record = write_reference(generator, mjj_fit, reference_size, s_reference, reference_path)
+        kind = (
+            f"importance-weighted, tempered flows T = {reference_record['temperatures']}"
+            if reference_record.get("temperatures")
+            else "unweighted"
+        )
         print(
-            f"κ reference sample: {reference_size} events (independent of the training sample), "
+            f"κ reference sample: {reference_record['n']} events ({kind}; independent of the training sample), "
             f"{time.perf_counter() - t0:.0f} s -> {reference_path}"
         )
 
@@ -324,6 +323,47 @@ def run_cfm(
     return stage
 
 
+def write_reference(generator, mjj_fit, n: int, seed, path: Path) -> dict[str, Any]:
+    """Draw the κ reference, importance-weighted for a flow generator, and write it (npz with weights).
+
+    Returns its record (path, digest, size, and for weighted samples the temperatures).
+    """
+    import numpy as np
+
+    from ..data.io import save_npz
+
+    if path.suffix != ".npz":
+        raise InputError(f"the κ reference is written as .npz (it holds weights), not {path.name}")
+    if hasattr(generator, "sample_sr_reference"):
+        from ..models.flowgen import REFERENCE_TEMPERATURES
+
+        sample, log_w = generator.sample_sr_reference(mjj_fit, n, seed=seed)
+        events, weights = sample.to_events(), np.exp(log_w)
+        extra = {"temperatures": list(REFERENCE_TEMPERATURES)}
+    else:  # a CFM has no density: a plain sample
+        events, weights, extra = generator.sample_sr_background(mjj_fit, n=n, seed=seed).to_events(), None, {}
+    save_npz(events, path, weights=weights)
+    return {"path": str(path.resolve()), "sha256": events_digest(events), "n": len(events), **extra}
+
+
+def read_reference(path: Path, what: str = "--reference"):
+    """(events, SR PAWS features, log-weights or None) of a κ reference (weights stored in its npz)."""
+    import numpy as np
+
+    from ..data.io import load_npz_weights
+    from ..data.regions import DEFAULT_SR
+
+    events, x = read_background_sample(path, what)
+    weights = load_npz_weights(path) if path.suffix == ".npz" else None
+    if weights is None:
+        return events, x, None
+    if not np.any(weights > 0):
+        raise InputError(f"{what} {path}: all its weights are 0")
+    with np.errstate(divide="ignore"):
+        log_w = np.log(weights[DEFAULT_SR.contains(events.mjj)])  # the SR selection of read_background_sample
+    return events, x, log_w
+
+
 def generator_dir(config) -> str:
     """``models/`` subdirectory of a generator: ``generator`` (flow) or ``cfm``."""
     from ..models.flowgen import GeneratorConfig
@@ -355,6 +395,7 @@ def run_paws(
     *,
     seed: int,
     reference=None,
+    reference_log_weights=None,
     executor=None,
     progress: bool = False,
     provenance: dict[str, Any] | None = None,
@@ -363,7 +404,7 @@ def run_paws(
     """Train the classifier ensemble on ``background`` (n, 6) and save it to ``out/models/paws``.
 
     ``reference`` (m, 6): an independent background sample for the sampled κ(θ) (default: events held
-    out of ``background``).
+    out of ``background``), with optional importance ``reference_log_weights`` (m,).
     """
     import numpy as np
 
@@ -384,6 +425,7 @@ def run_paws(
             config,
             seed=seed,
             kappa_reference=reference,
+            kappa_reference_log_weights=reference_log_weights,
             executor=executor,
             progress=progress,
             store=store,
@@ -503,15 +545,16 @@ def cmd_train_paws(args: argparse.Namespace) -> int:
     config = _config(ClassifierConfig, args, **overrides)
     events, background = read_background_sample(background_path, "--background")
     reference_path = Path(args.reference) if args.reference else background_path.with_name(SR_REFERENCE_FILE)
-    reference = None
+    reference = reference_log_w = None
     if args.reference or reference_path.exists():
-        ref_events, reference = read_background_sample(reference_path, "--reference")
+        ref_events, reference, reference_log_w = read_reference(reference_path)
         if events_digest(ref_events) == events_digest(events):
             raise InputError(
                 f"--reference {reference_path} is the training sample itself; κ needs an independent "
                 "sample (data/sr_reference.npz of `gbi train generator`)"
             )
-        print(f"κ reference: {len(reference)} events from {reference_path}")
+        weighted = "" if reference_log_w is None else " (importance-weighted)"
+        print(f"κ reference: {len(reference)} events from {reference_path}{weighted}")
     out = Path(args.out)
     t0 = time.perf_counter()
     use_dask = bool(args.dask or args.scheduler or args.workers is not None)
@@ -528,6 +571,7 @@ def cmd_train_paws(args: argparse.Namespace) -> int:
             config,
             seed=args.seed,
             reference=reference,
+            reference_log_weights=reference_log_w,
             executor=executor if use_dask else None,
             progress=_progress(args),
             provenance=provenance,
@@ -649,16 +693,17 @@ def learned_models(
         seeds = spawn_seeds(s_gen, 6)  # as in run_cfm
         mjj_fit = MjjFitResult.from_dict(model.metadata["mjj_fit"])
         samples = {}
-        for key, path, seed_index, size in (
-            ("sr_background", sample_path, 2, {"factor": 3.0}),
-            ("sr_reference", reference_path, 5, {"n": reference_size}),
-        ):
+        for key, path in (("sr_background", sample_path), ("sr_reference", reference_path)):
             recorded = (model.metadata.get(key) or {}).get("sha256")
             sample = read_events(path) if path.exists() else None
             if sample is None or events_digest(sample) != recorded:
                 print(f"reusing the generator in {out}; drawing {path.name} again")
-                sample = model.sample_sr_background(mjj_fit, seed=seeds[seed_index], **size).to_events()
-                write_events(sample, path)
+                if key == "sr_reference":
+                    write_reference(model, mjj_fit, reference_size, seeds[5], path)
+                    sample = read_events(path)
+                else:
+                    sample = model.sample_sr_background(mjj_fit, seed=seeds[2], factor=3.0).to_events()
+                    write_events(sample, path)
             samples[key] = sample
         print(f"reusing the generator and its SR samples in {out}")
         sample_digest = events_digest(samples["sr_background"])
@@ -670,13 +715,14 @@ def learned_models(
     )
     ensemble = _cached(dirs["models"] / "paws", paws_key, ClassifierEnsemble.load)
     if ensemble is None:
-        reference = read_events(reference_path).features("paws")
+        _, reference, reference_log_w = read_reference(reference_path, "κ reference")
         ensemble = run_paws(
             background,
             out,
             paws_config,
             seed=s_paws,
             reference=reference,
+            reference_log_weights=reference_log_w,
             progress=progress,
             provenance={
                 "path": str(sample_path.resolve()),

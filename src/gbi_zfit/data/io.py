@@ -41,6 +41,7 @@ __all__ = [
     "NPZ_FORMAT_VERSION",
     "histogram",
     "load_npz",
+    "load_npz_weights",
     "read_events",
     "read_lhco_hdf5",
     "read_root",
@@ -521,7 +522,9 @@ def write_lhco_hdf5(events: Events, path: PathLike, *, seed: int | None = 0) -> 
 
 # ----------------------------------------------------------------------------------------------------
 # npz
-def save_npz(events: Events, path: PathLike, *, compress: bool = False) -> None:
+def save_npz(
+    events: Events, path: PathLike, *, compress: bool = False, weights: np.ndarray | None = None
+) -> None:
     """Write events to a numpy ``.npz`` archive (exact round trip; a format name and version included).
 
     Parameters
@@ -532,9 +535,18 @@ def save_npz(events: Events, path: PathLike, *, compress: bool = False) -> None:
         Output file (written exactly there; numpy's automatic ``.npz`` suffix is not applied).
     compress : bool
         Use zip compression (smaller, slower).
+    weights : array (n,), optional
+        Per-event weights (finite, ≥ 0), e.g. importance weights; read back with :func:`load_npz_weights`.
     """
     events = _check_events(events)
     arrays = dict(events.to_dict())
+    if weights is not None:
+        w = np.asarray(weights, np.float64)
+        if w.shape != (len(events),) or not np.all(np.isfinite(w) & (w >= 0)):
+            raise InputError(
+                f"weights must be finite, ≥ 0 and of shape ({len(events)},); got shape {w.shape}"
+            )
+        arrays["weight"] = w
     arrays["format"] = np.array(_NPZ_FORMAT_NAME)
     arrays["format_version"] = np.array(NPZ_FORMAT_VERSION)
     save = np.savez_compressed if compress else np.savez
@@ -582,6 +594,29 @@ def load_npz(path: PathLike) -> Events:
     except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled/unknown data), EOFError …
         raise DataFileError(f"cannot read {path} as an npz archive ({_short(exc)}); is it corrupt?") from exc
     return _build_events(cols, label, order_jets=False, source=str(path))
+
+
+def load_npz_weights(path: PathLike) -> np.ndarray | None:
+    """The per-event weights stored by :func:`save_npz` (``weights=``), or ``None`` if it has none.
+
+    Raises
+    ------
+    DataFileError
+        If the file cannot be read or its weights are not finite and ≥ 0.
+    """
+    path = _existing_file(path)
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as archive:
+            if "weight" not in archive.files:
+                return None
+            w = _numeric_1d(archive["weight"], "weight", str(path))
+    except GBIError:
+        raise
+    except Exception as exc:
+        raise DataFileError(f"cannot read the weights of {path} ({_short(exc)}); is it corrupt?") from exc
+    if not np.all(np.isfinite(w) & (w >= 0)):
+        raise DataFileError(f"{path}: weights must be finite and ≥ 0")
+    return w
 
 
 # ----------------------------------------------------------------------------------------------------

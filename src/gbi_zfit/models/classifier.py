@@ -364,6 +364,7 @@ def train_classifier_ensemble(
     seed: int | np.random.SeedSequence | None = 0,
     executor: Executor | None = None,
     kappa_reference: np.ndarray | None = None,
+    kappa_reference_log_weights: np.ndarray | None = None,
     progress: bool = False,
     store: str | os.PathLike | ResultStore | None = None,
 ) -> ClassifierEnsemble:
@@ -386,6 +387,9 @@ def train_classifier_ensemble(
     kappa_reference : ndarray (m, d), optional
         Background sample for the sampled κ (default: ``kappa_reference_size`` events of ``background``,
         at most a third, held out of training).
+    kappa_reference_log_weights : ndarray (m,), optional
+        Importance weights of ``kappa_reference`` (e.g. from
+        :meth:`~gbi_zfit.models.flowgen.FlowGenerator.sample_sr_reference`).
     progress : bool
         Show progress bars.
     store : path or ResultStore, optional
@@ -454,7 +458,9 @@ def train_classifier_ensemble(
         },
     )
     t0 = time.perf_counter()
-    ensemble.calibrate_kappa(kappa_reference, step=cfg.kappa_step, seed=check_seed)
+    ensemble.calibrate_kappa(
+        kappa_reference, step=cfg.kappa_step, seed=check_seed, log_weights=kappa_reference_log_weights
+    )
     ensemble.metadata["kappa_time_s"] = time.perf_counter() - t0
     ensemble.kappa_mode = cfg.kappa_mode
     return ensemble
@@ -884,6 +890,7 @@ class ClassifierEnsemble(RatioModel):
         step: float = 25.0,
         n_check: int = 40,
         seed: int | np.random.SeedSequence | None = 0,
+        log_weights: np.ndarray | None = None,
     ) -> KappaSurface:
         """Compute the sampled κ(θ) = 1 / E_B[⟨g⟩/(1 − ⟨g⟩)] on a regular θ grid over the training range.
 
@@ -902,10 +909,24 @@ class ClassifierEnsemble(RatioModel):
             Cell centres at which the interpolation is checked (0: no check).
         seed
             Chooses the cell centres.
+        log_weights : ndarray (m,), optional
+            Importance weights of the reference (a tempered-flow sample): κ is then the self-normalised
+            weighted mean, with a much smaller Monte Carlo error at high masses for the same size.
         """
         ref = np.asarray(reference, dtype=np.float64)
         if ref.ndim != 2 or ref.shape[1] != self.feature_set.dim or len(ref) < 2:
             raise InputError(f"reference must be a (m ≥ 2, {self.feature_set.dim}) array; got {ref.shape}")
+        if log_weights is not None:
+            log_weights = np.asarray(log_weights, np.float64)
+            if (
+                log_weights.shape != (len(ref),)
+                or np.isnan(log_weights).any()
+                or np.isposinf(log_weights).any()
+            ):
+                raise InputError(
+                    f"log_weights must be (m,) = ({len(ref)},) numbers < +inf (−inf: weight 0); got shape "
+                    f"{log_weights.shape}"
+                )
         self.kappa_surface = build_kappa_surface(
             self._log_odds_on(ref),  # nodes and check centres share one transform of the reference
             self.theta_bounds,
@@ -913,6 +934,7 @@ class ClassifierEnsemble(RatioModel):
             n_check=n_check,
             seed=seed,
             n_reference=len(ref),
+            log_weights=log_weights,
         )
         log.info(
             "κ(θ) table: %d × %d nodes on %d events; MC error %.3g, interpolation check rms %.3g (max %.3g)",

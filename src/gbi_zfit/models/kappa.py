@@ -154,16 +154,29 @@ class KappaSurface:
 _THETA_BATCH = 16
 
 
-def _log_mean_odds(log_odds: Callable[[np.ndarray], np.ndarray], theta: np.ndarray):
-    """log E[odds] and the relative standard error of E[odds] per θ, a few θ at a time (bounded memory)."""
+def _log_mean_odds(
+    log_odds: Callable[[np.ndarray], np.ndarray], theta: np.ndarray, log_weights: np.ndarray | None = None
+):
+    """log E[odds] and the relative standard error of E[odds] per θ, a few θ at a time (bounded memory).
+
+    With ``log_weights`` (importance weights of the reference) the mean is the self-normalised
+    Σ w odds / Σ w and its error the delta-method one, √(Σ w² (odds/mean − 1)²) / Σ w (for equal weights:
+    sd/√m, the plain case).
+    """
     log_mean, rel_sd = [], []
     for i in range(0, len(theta), _THETA_BATCH):
         lo = log_odds(theta[i : i + _THETA_BATCH])
         m = lo.shape[1]
-        lm = np.logaddexp.reduce(lo, axis=1) - np.log(m)
-        rel = np.exp(lo - lm[:, None])  # relative to the mean: no overflow
+        if log_weights is None:
+            lm = np.logaddexp.reduce(lo, axis=1) - np.log(m)
+            rel = np.exp(lo - lm[:, None])  # relative to the mean: no overflow
+            rel_sd.append(rel.std(axis=1) / np.sqrt(m))
+        else:
+            lw = log_weights - np.logaddexp.reduce(log_weights)  # normalised: Σ w = 1
+            lm = np.logaddexp.reduce(lo + lw[None, :], axis=1)
+            rel = np.exp(lo - lm[:, None])
+            rel_sd.append(np.sqrt(np.sum(np.exp(2 * lw)[None, :] * (rel - 1.0) ** 2, axis=1)))
         log_mean.append(lm)
-        rel_sd.append(rel.std(axis=1) / np.sqrt(m))
     return np.concatenate(log_mean), np.concatenate(rel_sd)
 
 
@@ -175,6 +188,7 @@ def build_kappa_surface(
     n_check: int = 40,
     seed: int | np.random.SeedSequence | None = 0,
     n_reference: int = 0,
+    log_weights: np.ndarray | None = None,
 ) -> KappaSurface:
     """Compute log κ on a regular grid over ``bounds`` and check the interpolation at cell centres.
 
@@ -192,13 +206,16 @@ def build_kappa_surface(
         Chooses the cell centres.
     n_reference : int
         Size of the reference (recorded).
+    log_weights : array (m,), optional
+        Importance weights of the reference events (e.g. a tempered-flow sample,
+        :meth:`~gbi_zfit.models.flowgen.FlowGenerator.sample_sr_reference`); means are self-normalised.
     """
     if not step > 0:
         raise InputError(f"κ grid step must be positive, got {step}")
     (a, b), (c, d) = bounds
     mx_nodes, my_nodes = regular_nodes(a, b, step), regular_nodes(c, d, step)
     theta = np.array([(u, v) for u in mx_nodes for v in my_nodes])
-    log_mean, rel_sd = _log_mean_odds(log_odds, theta)
+    log_mean, rel_sd = _log_mean_odds(log_odds, theta, log_weights)
     # standard error of log E[odds]: sd(odds)/(E[odds] √m)
     mc_error = float(np.median(rel_sd))
     surface = KappaSurface(
@@ -217,7 +234,7 @@ def build_kappa_surface(
         centres = np.stack(
             [0.5 * (mx_nodes[iu] + mx_nodes[iu + 1]), 0.5 * (my_nodes[iv] + my_nodes[iv + 1])], 1
         )
-        direct = -_log_mean_odds(log_odds, centres)[0]
+        direct = -_log_mean_odds(log_odds, centres, log_weights)[0]
         diff = surface(centres[:, 0], centres[:, 1]) - direct
         surface.check_rms = float(np.sqrt(np.mean(diff**2)))
         surface.check_max = float(np.max(np.abs(diff)))
