@@ -226,3 +226,21 @@ def test_train_generator_writes_a_weighted_reference_that_train_paws_uses(run, c
         == 0
     )
     assert "importance-weighted" in capsys.readouterr().out
+
+
+def test_normalisation_map_figure(tmp_path):
+    from gbi_zfit.models.fidelity import NormalisationCheck, theta_grid
+    from gbi_zfit.plotting.validation import plot_normalisation_map
+
+    theta = theta_grid(step=100.0, low=100.0, high=500.0)
+    eps = np.linspace(-0.05, 0.08, len(theta))
+    check = NormalisationCheck(
+        "learned ratio", [tuple(t) for t in theta], eps.tolist(), [0.01] * len(theta), 1000, 100
+    )
+    fig = plot_normalisation_map(check)
+    mesh = fig.axes[0].collections[0]
+    assert mesh.get_clim() == pytest.approx((-0.08, 0.08))
+    values = np.ma.masked_invalid(mesh.get_array()).compressed()
+    np.testing.assert_allclose(np.sort(values), np.sort(eps))  # every θ drawn once, nothing else
+    path = plot_normalisation_map(check.to_dict(), tmp_path / "map.png")
+    assert path.stat().st_size > 1000

@@ -1,4 +1,4 @@
-"""Figure of a sideband validation: the spurious signal μ̂ and its local Z per window."""
+"""Figures of learned-model validation: the spurious signal per sideband window, and E_B,true[Λ] − 1 per θ."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from ._style import save, style
 
-__all__ = ["plot_sideband_validation"]
+__all__ = ["plot_normalisation_map", "plot_sideband_validation"]
 
 
 def plot_sideband_validation(result, path: str | Path | None = None):
@@ -54,5 +54,49 @@ def plot_sideband_validation(result, path: str | Path | None = None):
     ax_z.set_ylim(bottom=0)
     ax_z.legend(fontsize="x-small")
     fig.suptitle("sideband validation (no signal expected)", fontsize="small")
+    fig.tight_layout()
+    return save(fig, path) if path is not None else fig
+
+
+def plot_normalisation_map(check, path: str | Path | None = None, *, vmax: float | None = None):
+    """E_B,true[f(x | θ)] − 1 per θ as a map over (mX, mY), with the goal marked in the title.
+
+    Parameters
+    ----------
+    check : NormalisationCheck or dict
+        From :func:`~gbi_zfit.models.fidelity.ratio_normalisation` or
+        :func:`~gbi_zfit.models.fidelity.generator_normalisation` (or their ``to_dict()``).
+    vmax : float, optional
+        Colour range ±vmax (default: the largest |ε|).
+    """
+    plt, _ = style()
+    d = check if isinstance(check, dict) else check.to_dict()
+    theta = np.asarray(d["theta"], np.float64)
+    eps = np.asarray(d["epsilon"], np.float64)
+    mx, my = np.unique(theta[:, 0]), np.unique(theta[:, 1])
+    grid = np.full((len(my), len(mx)), np.nan)
+    for (a, b), e in zip(theta, eps, strict=True):
+        grid[np.searchsorted(my, b), np.searchsorted(mx, a)] = e
+    v = float(vmax if vmax is not None else max(np.nanmax(np.abs(eps)), 1e-3))
+    fig, ax = plt.subplots(figsize=(9, 7.5))
+    step = (mx[1] - mx[0]) if len(mx) > 1 else 50.0
+    mesh = ax.pcolormesh(
+        np.r_[mx - step / 2, mx[-1] + step / 2],
+        np.r_[my - step / 2, my[-1] + step / 2],
+        grid,
+        cmap="RdBu_r",
+        vmin=-v,
+        vmax=v,
+    )
+    fig.colorbar(mesh, ax=ax, label=r"$E_{B,\mathrm{true}}[f(x|\theta)] - 1$")
+    for (a, b), e in zip(theta, eps, strict=True):
+        ax.text(a, b, f"{100 * e:+.0f}", ha="center", va="center", fontsize=7)
+    ax.set_xlabel(r"$m_X$ [GeV]")
+    ax.set_ylabel(r"$m_Y$ [GeV]")
+    ax.set_title(
+        f"{d['what']}: max |ε| = {d['max_abs']:.3f} (goal ≤ {d['tolerance']:g}), median {d['median_abs']:.3f}; "
+        "numbers in %",
+        fontsize="x-small",
+    )
     fig.tight_layout()
     return save(fig, path) if path is not None else fig
