@@ -190,3 +190,28 @@ def test_one_temperature_gives_unit_weights(tiny_generator):
     np.testing.assert_allclose(log_w, 0.0, atol=1e-12)
     with pytest.raises(InputError, match="temperatures"):
         BackgroundFlowEnsemble.sample_tempered(tiny_generator, np.full(10, 3500.0), (0.0,))
+
+
+class _PoweredOracle(OracleRatio):
+    """Λ*^a, renormalised on the background: a 'compressed' (a < 1) ratio with E_B[Λ] = 1."""
+
+    def __init__(self, sim, a, log_norm):
+        super().__init__(sim)
+        self.a, self.log_norm = a, log_norm
+
+    def log_ratio_numpy(self, x, mx, my):
+        return self.a * super().log_ratio_numpy(x, mx, my) - self.log_norm
+
+
+def test_signal_response_is_one_for_the_oracle_and_above_for_a_compressed_ratio(sim):
+    from gbi_zfit.models.fidelity import ratio_response
+
+    kw = {"sim": sim, "theta": THETA[:2], "n_background": 40_000, "n_signal": 10_000, "seed": 2}
+    exact = ratio_response(OracleRatio(sim), **kw)
+    np.testing.assert_allclose(exact.response, 1.0, rtol=1e-3)  # = 1 up to the MC error of E_B[Λ*] − 1
+    assert np.all(np.abs(exact.spurious) < 1e-3)
+    xb = sim.sample_background_sr(200_000, seed=9).features("paws")
+    log_norm = np.log(np.mean(np.exp(0.7 * sim.log_ratio(xb, *THETA[0]))))
+    compressed = ratio_response(_PoweredOracle(sim, 0.7, log_norm), **{**kw, "theta": THETA[:1]})
+    assert compressed.response[0] > 1.1  # μ̂ biased high
+    assert "median" in str(compressed)

@@ -244,3 +244,28 @@ def test_normalisation_map_figure(tmp_path):
     np.testing.assert_allclose(np.sort(values), np.sort(eps))  # every θ drawn once, nothing else
     path = plot_normalisation_map(check.to_dict(), tmp_path / "map.png")
     assert path.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_train_paws_check_benchmark_writes_both_checks(run, capsys):
+    _, out = run
+    sample = out / "data" / "sr_background.npz"
+    argv = [
+        "train",
+        "paws",
+        "--background",
+        str(sample),
+        "--out",
+        str(out),
+        "--preset",
+        "test",
+        "--seed",
+        "5",
+    ]
+    assert main([*argv, "--check-benchmark"]) == 0
+    text = capsys.readouterr().out
+    assert "E_B,true" in text
+    assert "signal response" in text
+    resp = json.loads((out / "results" / "paws_response.json").read_text())
+    assert len(resp["response"]) == 78
+    assert all(np.isfinite(resp["response"]))

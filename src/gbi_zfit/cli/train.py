@@ -372,19 +372,25 @@ def generator_dir(config) -> str:
 
 
 def benchmark_normalisation(ensemble, out: Path, *, seed: int, progress: bool = False):
-    """E_B,true[Λ(x | θ)] − 1 of a trained ensemble on the 50-GeV grid (synthetic benchmark only).
+    """E_B,true[Λ(x | θ)] − 1 and the signal response μ̂/μ of a trained ensemble on the 50-GeV grid
+    (synthetic benchmark only).
 
-    Prints it and writes ``results/paws_normalisation.json``; returns the
+    Prints them and writes ``results/paws_normalisation.json`` and ``results/paws_response.json``; returns the
     :class:`~gbi_zfit.models.fidelity.NormalisationCheck`.
     """
     from .._util import atomic_write_text
-    from ..models.fidelity import ratio_normalisation
+    from ..models.fidelity import ratio_normalisation, ratio_response
 
     t0 = time.perf_counter()
     check = ratio_normalisation(ensemble, seed=seed, progress=progress)
     path = out_dirs(out)["results"] / "paws_normalisation.json"
     atomic_write_text(path, json.dumps(check.to_dict(), indent=2))
     print(f"benchmark check, {check} ({time.perf_counter() - t0:.0f} s) -> {path}")
+    t0 = time.perf_counter()
+    response = ratio_response(ensemble, n_background=50_000, n_signal=10_000, seed=seed, progress=progress)
+    path = out_dirs(out)["results"] / "paws_response.json"
+    atomic_write_text(path, json.dumps(response.to_dict(), indent=2))
+    print(f"benchmark check, {response} ({time.perf_counter() - t0:.0f} s) -> {path}")
     return check
 
 

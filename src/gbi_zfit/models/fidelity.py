@@ -15,6 +15,7 @@ whose terms are bounded when f ≈ Λ* (Λ* the oracle ratio): 100k background +
 ≈ 0.1 % per θ.
 
 * :func:`ratio_normalisation` — E_B,true[Λ(x | θ)] − 1 of any :class:`~gbi_zfit.models.base.RatioModel`.
+* :func:`ratio_response` — the μ̂/μ a fit with the ratio returns at small μ (1 for the exact ratio).
 * :func:`generator_normalisation` — E_gen[Λ*(x | θ)] − 1 = E_B[Λ* ρ] − 1 with ρ = p_gen / p_B,true, for a
   generator with a density (:class:`~gbi_zfit.models.flowgen.FlowGenerator`): the generator's share of ε,
   before any classifier is trained (a classifier trained on the generator learns ≈ p_S / p_gen, so its
@@ -33,7 +34,14 @@ from ..data.benchmark import LHCOSim, gauss_legendre
 from ..errors import InputError
 from ..parallel import spawn_seeds
 
-__all__ = ["NormalisationCheck", "generator_normalisation", "ratio_normalisation", "theta_grid"]
+__all__ = [
+    "NormalisationCheck",
+    "ResponseCheck",
+    "generator_normalisation",
+    "ratio_normalisation",
+    "ratio_response",
+    "theta_grid",
+]
 
 
 def theta_grid(step: float = 50.0, low: float = 50.0, high: float = 600.0) -> np.ndarray:
@@ -104,6 +112,27 @@ def _mixture_terms(log_f: np.ndarray, log_lambda_star: np.ndarray) -> np.ndarray
     return 2.0 * np.exp(log_f - np.logaddexp(0.0, log_lambda_star))
 
 
+def _mixture_samples(sim: LHCOSim, theta, n_background: int, n_signal: int, seed, progress: bool, what: str):
+    """Per θ: (mx, my, background sample, its log p_B, signal sample, its log p_B) of the mixture estimator.
+
+    The background sample (and its log p_B) is drawn once and shared by every θ; signal anew per θ.
+    """
+    from tqdm.auto import tqdm
+
+    if n_background < 100 or n_signal < 100:
+        raise InputError(f"need ≥ 100 background and signal events, got {n_background}, {n_signal}")
+    s_bkg, *s_sig = spawn_seeds(seed, 1 + len(theta))
+    xb = sim.sample_background_sr(n_background, seed=s_bkg).features("paws")
+    lpb_b = sim.log_pb_x_sr(xb)
+    for (mx, my), s in zip(tqdm(theta, desc=what, disable=not progress, leave=False), s_sig, strict=True):
+        xs = sim.sample_signal(n_signal, mx, my, seed=s, region="sr").features("paws")
+        yield float(mx), float(my), xb, lpb_b, xs, sim.log_pb_x_sr(xs)
+
+
+def _grid(theta) -> np.ndarray:
+    return theta_grid() if theta is None else np.asarray(theta, np.float64).reshape(-1, 2)
+
+
 def _check(
     what: str,
     log_f,  # callable(x, log_pb, aux, mx, my) -> log f on events x
@@ -116,19 +145,12 @@ def _check(
     tolerance: float,
     progress: bool,
 ) -> NormalisationCheck:
-    from tqdm.auto import tqdm
-
-    theta = theta_grid() if theta is None else np.asarray(theta, np.float64).reshape(-1, 2)
-    if n_background < 100 or n_signal < 100:
-        raise InputError(f"need ≥ 100 background and signal events, got {n_background}, {n_signal}")
-    s_bkg, *s_sig = spawn_seeds(seed, 1 + len(theta))
-    xb = sim.sample_background_sr(n_background, seed=s_bkg).features("paws")
-    lpb_b = sim.log_pb_x_sr(xb)
-    aux_b = prepare(xb, lpb_b)
-    eps, err = [], []
-    for (mx, my), s in zip(tqdm(theta, desc=what, disable=not progress, leave=False), s_sig, strict=True):
-        xs = sim.sample_signal(n_signal, mx, my, seed=s, region="sr").features("paws")
-        lpb_s = sim.log_pb_x_sr(xs)
+    theta = _grid(theta)
+    eps, err, aux_b = [], [], None
+    for mx, my, xb, lpb_b, xs, lpb_s in _mixture_samples(
+        sim, theta, n_background, n_signal, seed, progress, what
+    ):
+        aux_b = prepare(xb, lpb_b) if aux_b is None else aux_b  # the background sample is shared
         fb = _mixture_terms(log_f(xb, lpb_b, aux_b, mx, my), sim.log_ps_x(xb, mx, my) - lpb_b)
         fs = _mixture_terms(log_f(xs, lpb_s, prepare(xs, lpb_s), mx, my), sim.log_ps_x(xs, mx, my) - lpb_s)
         eps.append(float(0.5 * fb.mean() + 0.5 * fs.mean() - 1.0))
@@ -136,6 +158,80 @@ def _check(
     return NormalisationCheck(
         what, [tuple(map(float, t)) for t in theta], eps, err, n_background, n_signal, tolerance
     )
+
+
+@dataclass
+class ResponseCheck:
+    """The signal response of a ratio model per θ: the μ̂/μ its fit returns at small μ (benchmark only).
+
+    In the linear regime of the likelihood (μ Λ ≪ 1) the fit of a ratio Λ to data with a signal fraction
+    μ returns μ̂ ≈ μ · E_S[Λ − 1] / E_B[(Λ − 1)²] + ε / E_B[(Λ − 1)²] (ε = E_B[Λ] − 1, the spurious part).
+    The exact Λ* gives E_S[Λ* − 1] = E_B[(Λ* − 1)²], i.e. a response of 1; a learned Λ that is too low
+    where the signal peaks (a "compressed" ratio) gives a response above 1: μ̂ biased high, whatever the
+    injected μ. Measured with the mixture estimator of :func:`ratio_normalisation` (exact on the oracle).
+
+    Attributes
+    ----------
+    theta : list of (float, float)
+    response : list of float
+        E_S[Λ − 1] / E_B[(Λ − 1)²] per θ.
+    spurious : list of float
+        ε / E_B[(Λ − 1)²]: the μ̂ the fit returns on background alone (at this θ fixed).
+    """
+
+    theta: list[tuple[float, float]]
+    response: list[float]
+    spurious: list[float]
+    n_background: int
+    n_signal: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        r = np.asarray(self.response)
+        i = int(np.argmax(np.abs(r - 1.0)))
+        th = self.theta[i]
+        return (
+            f"signal response μ̂/μ (linear regime) over {len(r)} θ: median {np.median(r):.3f}, "
+            f"range {r.min():.3f}–{r.max():.3f} (worst at ({th[0]:g}, {th[1]:g})); exact ratio: 1"
+        )
+
+
+def ratio_response(
+    ratio,
+    *,
+    sim: LHCOSim | None = None,
+    theta: np.ndarray | Sequence[tuple[float, float]] | None = None,
+    n_background: int = 100_000,
+    n_signal: int = 20_000,
+    seed: int | np.random.SeedSequence | None = 0,
+    progress: bool = False,
+) -> ResponseCheck:
+    """The μ̂/μ a fit with ``ratio`` returns at small μ, per θ (see :class:`ResponseCheck`)."""
+    sim = sim or LHCOSim()
+    theta = _grid(theta)
+    resp, spur = [], []
+    for mx, my, xb, lpb_b, xs, lpb_s in _mixture_samples(
+        sim, theta, n_background, n_signal, seed, progress, "response"
+    ):
+        lstar_b, lstar_s = sim.log_ps_x(xb, mx, my) - lpb_b, sim.log_ps_x(xs, mx, my) - lpb_s
+        lam_b, lam_s = np.exp(ratio.log_ratio_numpy(xb, mx, my)), np.exp(ratio.log_ratio_numpy(xs, mx, my))
+
+        # mixture q = (p_B + p_S)/2: E_B[f] = E_q[2 f / (1 + Λ*)], E_S[f] = E_q[2 f Λ* / (1 + Λ*)]
+        wb_b, wb_s = (2.0 * np.exp(-np.logaddexp(0.0, v)) for v in (lstar_b, lstar_s))
+        ws_b, ws_s = (2.0 * np.exp(v - np.logaddexp(0.0, v)) for v in (lstar_b, lstar_s))
+
+        def e_b(fb, fs, wb_b=wb_b, wb_s=wb_s):
+            return 0.5 * np.mean(fb * wb_b) + 0.5 * np.mean(fs * wb_s)
+
+        def e_s(fb, fs, ws_b=ws_b, ws_s=ws_s):
+            return 0.5 * np.mean(fb * ws_b) + 0.5 * np.mean(fs * ws_s)
+
+        var = e_b((lam_b - 1.0) ** 2, (lam_s - 1.0) ** 2)
+        resp.append(float(e_s(lam_b - 1.0, lam_s - 1.0) / var))
+        spur.append(float((e_b(lam_b, lam_s) - 1.0) / var))
+    return ResponseCheck([tuple(map(float, t)) for t in theta], resp, spur, n_background, n_signal)
 
 
 def ratio_normalisation(
