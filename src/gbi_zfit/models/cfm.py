@@ -283,6 +283,20 @@ class SRBackgroundSample(NamedTuple):
         return Events({"mjj": self.mjj, **cols}, np.zeros(len(self.mjj), dtype=np.int8))
 
 
+def sample_sr_background_with(
+    draw, mjj_fit, names, *, factor: float = 3.0, n: int | None = None, seed=None
+) -> SRBackgroundSample:
+    """SR background sample of any generator: mjj from the sideband p(mjj) fit in the SR, then
+    ``draw(mjj, seed)`` → features; ``round(factor · n_sr)`` events unless ``n`` is given."""
+    if n is None:
+        if not (math.isfinite(factor) and factor > 0):
+            raise InputError(f"factor must be > 0, got {factor}")
+        n = int(round(factor * float(mjj_fit.n_sr)))
+    s_mjj, s_x = spawn_seeds(seed, 2)
+    mjj = mjj_fit.sample_sr(n, seed=s_mjj)
+    return SRBackgroundSample(mjj, draw(mjj, s_x), tuple(names))
+
+
 # ----------------------------------------------------------------------------------------------------
 # the generator
 
@@ -419,14 +433,14 @@ class CFMGenerator:
         factor : float
             Sample ``round(factor · n_sr)`` events (default 3, as in the paper) unless ``n`` is given.
         """
-        if n is None:
-            if not (math.isfinite(factor) and factor > 0):
-                raise InputError(f"factor must be > 0, got {factor}")
-            n = int(round(factor * float(mjj_fit.n_sr)))
-        s_mjj, s_x = spawn_seeds(seed, 2)
-        mjj = mjj_fit.sample_sr(n, seed=s_mjj)
-        x = self.sample(mjj, seed=s_x, steps=steps, method=method)
-        return SRBackgroundSample(mjj, x, self.feature_set.names)
+        return sample_sr_background_with(
+            lambda mjj, s: self.sample(mjj, seed=s, steps=steps, method=method),
+            mjj_fit,
+            self.feature_set.names,
+            factor=factor,
+            n=n,
+            seed=seed,
+        )
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

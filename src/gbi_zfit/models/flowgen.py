@@ -25,7 +25,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,7 +36,7 @@ from ..data.events import Events, get_feature_set
 from ..data.regions import DEFAULT_SR, SignalRegion
 from ..errors import ConfigError, InputError
 from ..parallel import Executor, spawn_seeds
-from .cfm import SRBackgroundSample, _order_jets, _split_input
+from .cfm import SRBackgroundSample, _order_jets, _split_input, sample_sr_background_with
 from .flows import BackgroundFlowEnsemble, FlowConfig
 
 __all__ = ["REFERENCE_TEMPERATURES", "FlowGenerator", "GeneratorConfig", "swap_jets"]
@@ -349,10 +348,6 @@ class FlowGenerator(BackgroundFlowEnsemble):
         factor : float
             Sample ``round(factor · n_sr)`` events (default 3, as in the paper) unless ``n`` is given.
         """
-        if n is None:
-            if not (math.isfinite(factor) and factor > 0):
-                raise InputError(f"factor must be > 0, got {factor}")
-            n = int(round(factor * float(mjj_fit.n_sr)))
-        s_mjj, s_x = spawn_seeds(seed, 2)
-        mjj = mjj_fit.sample_sr(n, seed=s_mjj)
-        return SRBackgroundSample(mjj, self.sample(mjj, seed=s_x), _PAWS.names)
+        return sample_sr_background_with(
+            lambda mjj, s: self.sample(mjj, seed=s), mjj_fit, _PAWS.names, factor=factor, n=n, seed=seed
+        )
