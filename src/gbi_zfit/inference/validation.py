@@ -118,7 +118,8 @@ class WindowRatio(RatioModel):
     """A ratio model times a θ-independent per-event factor: log Λ_W = log Λ(x | θ) + c(x).
 
     ``c`` maps events (n, d) to c(x) (n,); it is evaluated once per data set (:meth:`precompute`), so a fit
-    costs what a fit of ``base`` costs (θ tables included).
+    costs what a fit of ``base`` costs (θ tables included). ``c`` is a numpy function: use the model with
+    :class:`~gbi_zfit.inference.fit.SignalFitter` (eager precompute), not inside a zfit graph.
     """
 
     def __init__(self, base: RatioModel, log_correction: Callable[[np.ndarray], np.ndarray]):
