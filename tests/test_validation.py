@@ -269,3 +269,17 @@ def test_train_paws_check_benchmark_writes_both_checks(run, capsys):
     resp = json.loads((out / "results" / "paws_response.json").read_text())
     assert len(resp["response"]) == 78
     assert all(np.isfinite(resp["response"]))
+
+
+def test_sigma_ss_counts_valid_windows_only():
+    from gbi_zfit.inference.validation import WindowResult
+
+    def win(mu, valid, z=1.0):
+        return WindowResult(0.0, 1.0, 5000, mu, 0.001, 300.0, 150.0, z, valid, "retrained")
+
+    res = SidebandValidation([win(0.002, True), win(0.009, False, z=9.0), win(-0.001, True)])
+    assert res.sigma_mu == 0.002  # the invalid fit is listed, not counted
+    assert res.max_z == 1.0
+    assert res.to_dict()["spurious_signal"]["sigma_mu"] == 0.002
+    assert SidebandValidation([win(0.009, False)]).sigma_mu == 0.009  # none valid: all count
+    assert SidebandValidation([win(-0.001, True)]).sigma_mu == 0.0

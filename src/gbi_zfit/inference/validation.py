@@ -24,7 +24,9 @@ in the sidebands as pretend signal regions and runs the analysis there:
 
 The spurious signal is summarised by σ_ss = max over windows of μ̂ (signal fractions transfer between
 regions of different size: a background mismodelled by a fraction ε fakes μ̂ ≈ ε whatever the number of
-events). It includes the statistical fluctuation of each window, so it is conservative; it is the number
+events). It includes the statistical fluctuation of each window, so it is conservative — most so for
+windows with few events (choose windows whose μ error is not much larger than the SR's); windows whose
+fit is invalid are reported but not counted. It is the number
 :class:`~gbi_zfit.inference.systematics.SpuriousSignal` reads (``gbi fit --spurious-signal validate.json``).
 
 On the synthetic benchmark ``sim=LHCOSim()`` also fits every window with the exact oracle ratio
@@ -243,7 +245,8 @@ class SidebandValidation:
     ----------
     windows : list of WindowResult
     sigma_mu : float
-        max over windows of μ̂ (≥ 0): the spurious-signal systematic σ_ss on μ.
+        max over windows of μ̂ (≥ 0): the spurious-signal systematic σ_ss on μ. Windows whose fit is
+        invalid are listed but not counted (unless no fit is valid).
     info : dict
         Settings (generator reuse, mjj nodes, model paths).
     """
@@ -252,20 +255,25 @@ class SidebandValidation:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def _counted(self) -> list[WindowResult]:
+        """The windows σ_ss is taken from: those with a valid fit (all, if none is valid)."""
+        return [w for w in self.windows if w.valid] or list(self.windows)
+
+    @property
     def sigma_mu(self) -> float:
-        return float(max(max(w.mu_hat, 0.0) for w in self.windows))
+        return float(max(max(w.mu_hat, 0.0) for w in self._counted))
 
     @property
     def max_z(self) -> float:
-        return float(max(w.z_local for w in self.windows))
+        return float(max(w.z_local for w in self._counted))
 
     def to_dict(self) -> dict[str, Any]:
-        worst = max(self.windows, key=lambda w: w.mu_hat)
+        worst = max(self._counted, key=lambda w: w.mu_hat)
         return {
             "schema": SCHEMA,
             "spurious_signal": {
                 "sigma_mu": self.sigma_mu,
-                "definition": "max over sideband windows of the blind-fit mu_hat",
+                "definition": "max over sideband windows (valid fits) of the blind-fit mu_hat",
                 "window": [worst.low, worst.high],
                 "max_z_local": self.max_z,
             },
