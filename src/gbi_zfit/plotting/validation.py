@@ -29,7 +29,12 @@ def plot_sideband_validation(result, path: str | Path | None = None):
     fig, (ax_mu, ax_z) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
     mu = np.array([w["mu_hat"] for w in wins])
     err = np.array([w["mu_error"] for w in wins])
-    ax_mu.errorbar(centre, mu, yerr=err, xerr=half, fmt="o", color="tab:red", label="learned ratio")
+    ok = np.array([bool(w.get("valid", True)) for w in wins])
+    ax_mu.errorbar(
+        centre[ok], mu[ok], yerr=err[ok], xerr=half[ok], fmt="o", color="tab:red", label="learned ratio"
+    )
+    if (~ok).any():  # an invalid fit's HESSE error means nothing: no error bar, open marker
+        ax_mu.plot(centre[~ok], mu[~ok], "o", mfc="none", color="tab:red", label="learned (invalid fit)")
     ax_z.errorbar(centre, [w["z_local"] for w in wins], xerr=half, fmt="o", color="tab:red", label="learned")
     if all(w.get("oracle") for w in wins):
         om = np.array([w["oracle"]["mu_hat"] for w in wins])
