@@ -309,8 +309,9 @@ class FlowGenerator(BackgroundFlowEnsemble):
     ) -> tuple[SRBackgroundSample, np.ndarray]:
         """Weighted SR background sample for κ(θ): (sample, log weights), E_w[h] = E_gen[h].
 
-        mjj from the sideband fit in the SR, features from tempered flows (:meth:`~gbi_zfit.models.flows.
-        BackgroundFlowEnsemble.sample_tempered`): more events in the signal-like tails, hence a smaller
+        mjj from the sideband fit in the SR, features from tempered flows
+        (:meth:`~gbi_zfit.models.flows.BackgroundFlowEnsemble.sample_tempered`): more events in the
+        signal-like tails, hence a smaller
         Monte Carlo error of κ(θ) = 1 / E_gen[odds] for the same size. Events whose tempered draw
         overflows (non-finite features; rare) are dropped, so the sample can hold a few fewer than ``n``.
         """
