@@ -68,7 +68,8 @@ def test_config_presets_and_validation():
     assert ClassifierConfig.from_dict(quick.to_dict()) == quick
     standard = ClassifierConfig.preset("standard")
     assert standard.hidden == quick.hidden
-    assert (standard.epochs, standard.n_background) == (30, 160_000)
+    assert (standard.epochs, standard.patience, standard.n_background) == (40, 8, 160_000)
+    assert standard.n_signal_per_point == 2500
     assert quick.kappa_mode == standard.kappa_mode == "sampled"
     with pytest.raises(ConfigError, match="kappa_mode"):
         ClassifierConfig(kappa_mode="learned")
