@@ -215,3 +215,19 @@ def test_signal_response_is_one_for_the_oracle_and_above_for_a_compressed_ratio(
     compressed = ratio_response(_PoweredOracle(sim, 0.7, log_norm), **{**kw, "theta": THETA[:1]})
     assert compressed.response[0] > 1.1  # μ̂ biased high
     assert "median" in str(compressed)
+
+
+def test_default_check_grid_follows_the_model_range():
+    from gbi_zfit.models.fidelity import _grid
+
+    class Narrow:
+        theta_bounds = ((100.0, 500.0), (100.0, 500.0))
+
+    class Odd:
+        theta_bounds = ((75.0, 700.0), (25.0, 700.0))
+
+    g = _grid(None, Narrow())
+    assert (g.min(), g.max(), len(g)) == (100.0, 500.0, 45)
+    g = _grid(None, Odd())  # starts on the 50-GeV grid, never beyond 50…600
+    assert (g.min(), g.max()) == (100.0, 600.0)
+    assert len(_grid(None)) == 78

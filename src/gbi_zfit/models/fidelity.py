@@ -24,6 +24,7 @@ whose terms are bounded when f ≈ Λ* (Λ* the oracle ratio): 100k background +
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -129,8 +130,16 @@ def _mixture_samples(sim: LHCOSim, theta, n_background: int, n_signal: int, seed
         yield float(mx), float(my), xb, lpb_b, xs, sim.log_pb_x_sr(xs)
 
 
-def _grid(theta) -> np.ndarray:
-    return theta_grid() if theta is None else np.asarray(theta, np.float64).reshape(-1, 2)
+def _grid(theta, ratio=None) -> np.ndarray:
+    """``theta`` as (P, 2), or the 50-GeV grid within 50…600 GeV and the ratio model's θ range."""
+    if theta is not None:
+        return np.asarray(theta, np.float64).reshape(-1, 2)
+    if ratio is None:
+        return theta_grid()
+    (ax, bx), (ay, by) = ratio.theta_bounds
+    low, high = max(50.0, ax, ay), min(600.0, bx, by)
+    low = 50.0 * math.ceil(low / 50.0 - 1e-9)  # on the 50-GeV grid
+    return theta_grid(low=low, high=high)
 
 
 def _check(
@@ -210,7 +219,7 @@ def ratio_response(
 ) -> ResponseCheck:
     """The μ̂/μ a fit with ``ratio`` returns at small μ, per θ (see :class:`ResponseCheck`)."""
     sim = sim or LHCOSim()
-    theta = _grid(theta)
+    theta = _grid(theta, ratio)
     resp, spur = [], []
     for mx, my, xb, lpb_b, xs, lpb_s in _mixture_samples(
         sim, theta, n_background, n_signal, seed, progress, "response"
@@ -254,7 +263,8 @@ def ratio_normalisation(
     sim : LHCOSim
         The benchmark (default ``LHCOSim()``).
     theta : (P, 2), optional
-        Hypotheses (default: the canonical 50-GeV grid 50…600 GeV, :func:`theta_grid`).
+        Hypotheses (default: the canonical 50-GeV grid 50…600 GeV, :func:`theta_grid`, within the model's
+        θ range).
     n_background, n_signal : int
         Events of the two mixture components (signal events are drawn anew per θ).
     seed
@@ -276,7 +286,7 @@ def ratio_normalisation(
         log_f,
         lambda x, lpb: None,
         sim,
-        theta,
+        _grid(theta, ratio),
         n_background,
         n_signal,
         seed,
