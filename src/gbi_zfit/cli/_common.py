@@ -13,14 +13,33 @@ from pathlib import Path
 from .. import __version__
 
 __all__ = [
+    "add_progress_option",
     "add_read_options",
     "member_store",
     "out_dirs",
+    "progress_enabled",
     "quiet_tf",
     "read_data",
     "read_options",
     "write_manifest",
 ]
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """``--progress/--no-progress``; default ``None``: decided by :func:`progress_enabled`."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: when stderr is a terminal)",
+    )
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars if ``--progress``, none if ``--no-progress``, else when stderr is a terminal."""
+    import sys
+
+    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
 
 
 def quiet_tf() -> None:

@@ -41,9 +41,11 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, ModelFileError, ParameterRangeError
 from ._common import (
+    add_progress_option,
     add_read_options,
     member_store,
     out_dirs,
+    progress_enabled,
     quiet_tf,
     read_data,
     read_options,
@@ -60,10 +62,6 @@ _QUICK_SIGNAL = {"max_epochs": 20, "patience": 3}
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
 
 
 def _positive(value: int | None, option: str) -> None:
@@ -204,7 +202,7 @@ def cmd_train_flows(args: argparse.Namespace) -> int:
             n_members=n_members,
             seed=args.seed,
             executor=executor if use_dask else None,
-            progress=_progress(args),
+            progress=progress_enabled(args),
             store=store,
         )
     flow.info["data"] = {"path": str(data.resolve()), "sha256": events_digest(events), "n_sideband": n_sb}
@@ -375,7 +373,7 @@ def cmd_ranode(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 executor=executor if use_dask else None,
                 workdir=None if signal is not None else store,
-                progress=_progress(args),
+                progress=progress_enabled(args),
             )
         except ConfigError as exc:
             if "different configuration" not in str(exc):
@@ -447,12 +445,7 @@ def _common_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dask", action="store_true", help="train members in parallel on a local Dask cluster")
     s.add_argument("--scheduler", metavar="ADDR", help="use the running Dask scheduler at ADDR")
     s.add_argument("--workers", type=int, help="local Dask workers (default: one per core; implies --dask)")
-    s.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bars (default: when stderr is a terminal)",
-    )
+    add_progress_option(s)
 
 
 def register_train_flows(train_sub) -> None:

@@ -38,9 +38,11 @@ from typing import Any
 
 from ..errors import InputError, ModelFileError
 from ._common import (
+    add_progress_option,
     add_read_options,
     member_store,
     out_dirs,
+    progress_enabled,
     quiet_tf,
     read_data,
     read_options,
@@ -97,10 +99,6 @@ def events_digest(events) -> str:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
 
 
 def _positive(value: int | None, option: str) -> None:
@@ -507,7 +505,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
         factor=args.factor,
         reference_size=reference_size,
         benchmark_check=args.check_benchmark,
-        progress=_progress(args),
+        progress=progress_enabled(args),
         provenance={"path": str(data.resolve()), "sha256": events_digest(events), "n": len(events)},
     )
     step = f"train {args.model}"
@@ -579,11 +577,11 @@ def cmd_train_paws(args: argparse.Namespace) -> int:
             reference=reference,
             reference_log_weights=reference_log_w,
             executor=executor if use_dask else None,
-            progress=_progress(args),
+            progress=progress_enabled(args),
             provenance=provenance,
         )
     if args.check_benchmark:
-        benchmark_normalisation(ensemble, out, seed=args.seed, progress=_progress(args))
+        benchmark_normalisation(ensemble, out, seed=args.seed, progress=progress_enabled(args))
     write_manifest(
         out,
         {
@@ -757,12 +755,7 @@ def _common_options(s: argparse.ArgumentParser) -> None:
     g.add_argument("--quick", dest="preset", action="store_const", const="quick", help="= --preset quick")
     s.add_argument("--epochs", type=int, help="maximum epochs (overrides the preset)")
     s.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    s.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bars (default: when stderr is a terminal)",
-    )
+    add_progress_option(s)
 
 
 def register(sub) -> None:

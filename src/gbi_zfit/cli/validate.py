@@ -9,7 +9,16 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import add_read_options, out_dirs, quiet_tf, read_data, read_options, write_manifest
+from ._common import (
+    add_progress_option,
+    add_read_options,
+    out_dirs,
+    progress_enabled,
+    quiet_tf,
+    read_data,
+    read_options,
+    write_manifest,
+)
 
 __all__ = ["cmd_validate", "register"]
 
@@ -70,7 +79,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         seed=args.seed,
         store_path=dirs["data"] / "validate_windows.jsonl",
         fit_kwargs={"n_starts": args.n_starts},
-        progress=args.progress if args.progress is not None else sys.stderr.isatty(),
+        progress=progress_enabled(args),
     )
     result.info.update(model=str(model), generator=str(gen_path), data=str(args.path))
     print(result)
@@ -136,11 +145,6 @@ def register(sub) -> None:
     s.add_argument("--n-starts", type=int, default=3, help="multi-start fits per window (as gbi fit)")
     s.add_argument("--seed", type=int, default=0, help="seed of the generator retraining")
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bars (default: when stderr is a terminal)",
-    )
+    add_progress_option(s)
     add_read_options(s)
     s.set_defaults(func=cmd_validate)
