@@ -283,3 +283,18 @@ def test_sigma_ss_counts_valid_windows_only():
     assert res.to_dict()["spurious_signal"]["sigma_mu"] == 0.002
     assert SidebandValidation([win(0.009, False)]).sigma_mu == 0.009  # none valid: all count
     assert SidebandValidation([win(-0.001, True)]).sigma_mu == 0.0
+
+
+def test_store_of_other_events_or_models_is_refused(sim, background, tmp_path):
+    from gbi_zfit.errors import ConfigError
+
+    gen = _ExactGenerator(sim, fit_sidebands(background.mjj, DEFAULT_SR))
+    kw = {"windows": [WINDOW], "retrain": False, "store_path": tmp_path / "w.jsonl", "log": lambda _m: None}
+    first = validate_sidebands(background, OracleRatio(sim), gen, identity={"paws": "a"}, **kw)
+    again = validate_sidebands(background, OracleRatio(sim), gen, identity={"paws": "a"}, **kw)
+    assert again.windows == first.windows  # resumed from the store
+    with pytest.raises(ConfigError):
+        validate_sidebands(background, OracleRatio(sim), gen, identity={"paws": "b"}, **kw)
+    other = background.select(np.arange(len(background)) % 2 == 0)
+    with pytest.raises(ConfigError):
+        validate_sidebands(other, OracleRatio(sim), gen, identity={"paws": "a"}, **kw)

@@ -36,6 +36,15 @@ def _generator_path(args: argparse.Namespace, model: Path) -> Path:
     return guess
 
 
+def _bundle_digest(path: Path) -> str:
+    """SHA-256 of a model bundle's sidecar (it records its members' checksums)."""
+    import hashlib
+
+    from ..models.persistence import SIDECAR_NAME
+
+    return hashlib.sha256((path / SIDECAR_NAME).read_bytes()).hexdigest()
+
+
 def _windows(values: list[float] | None):
     if values is None:
         return None
@@ -79,6 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         seed=args.seed,
         store_path=dirs["data"] / "validate_windows.jsonl",
         fit_kwargs={"n_starts": args.n_starts},
+        identity={"paws": _bundle_digest(model), "generator": _bundle_digest(gen_path)},
         progress=progress_enabled(args),
     )
     result.info.update(model=str(model), generator=str(gen_path), data=str(args.path))

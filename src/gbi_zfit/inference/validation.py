@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from .._util import array_digest
 from ..data.events import Events
 from ..data.regions import DEFAULT_SR, SignalRegion
 from ..errors import InputError, RegionError
@@ -337,6 +338,7 @@ def validate_sidebands(
     seed: int | np.random.SeedSequence | None = 0,
     store_path=None,
     fit_kwargs: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> SidebandValidation:
@@ -364,6 +366,9 @@ def validate_sidebands(
         JSON Lines store of finished windows: a rerun resumes (a window costs a generator training).
     fit_kwargs : dict, optional
         Passed to :meth:`~gbi_zfit.inference.fit.SignalFitter.fit_multistart`.
+    identity : dict, optional
+        What identifies the models (e.g. digests of their bundles); part of the store's configuration
+        together with a digest of the events, so a store of other data or models is refused, never reused.
 
     Raises
     ------
@@ -403,7 +408,13 @@ def validate_sidebands(
     }
     store = None
     if store_path is not None:
-        config = {"schema": SCHEMA, "windows": [list(w) for w in windows], **info}
+        config = {
+            "schema": SCHEMA,
+            "windows": [list(w) for w in windows],
+            "events_sha256": array_digest(x_all, mjj),
+            "models": dict(identity or {}),
+            **info,
+        }
         store = ResultStore(store_path, config)
     seeds = spawn_seeds(seed, len(windows))
     results: list[WindowResult] = []
