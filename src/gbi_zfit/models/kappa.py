@@ -163,6 +163,9 @@ def _log_mean_odds(
     Σ w odds / Σ w and its error the delta-method one, √(Σ w² (odds/mean − 1)²) / Σ w (for equal weights:
     sd/√m, the plain case).
     """
+    if log_weights is not None:  # normalised once: Σ w = 1
+        lw = log_weights - np.logaddexp.reduce(log_weights)
+        w2 = np.exp(2 * lw)
     log_mean, rel_sd = [], []
     for i in range(0, len(theta), _THETA_BATCH):
         lo = log_odds(theta[i : i + _THETA_BATCH])
@@ -172,10 +175,9 @@ def _log_mean_odds(
             rel = np.exp(lo - lm[:, None])  # relative to the mean: no overflow
             rel_sd.append(rel.std(axis=1) / np.sqrt(m))
         else:
-            lw = log_weights - np.logaddexp.reduce(log_weights)  # normalised: Σ w = 1
             lm = np.logaddexp.reduce(lo + lw[None, :], axis=1)
             rel = np.exp(lo - lm[:, None])
-            rel_sd.append(np.sqrt(np.sum(np.exp(2 * lw)[None, :] * (rel - 1.0) ** 2, axis=1)))
+            rel_sd.append(np.sqrt(np.sum(w2[None, :] * (rel - 1.0) ** 2, axis=1)))
         log_mean.append(lm)
     return np.concatenate(log_mean), np.concatenate(rel_sd)
 
